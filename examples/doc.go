@@ -1,0 +1,3 @@
+// Package examples holds runnable programs that show an operator author embedding
+// meshmedic's detect and heal packages.
+package examples

@@ -1,0 +1,4 @@
+// Package netns reads the truth about a pod's network namespace from a proc root
+// (/proc, /host/proc or a test tree): pod UID → sandbox PID, netns identity, and the
+// LISTEN sockets ztunnel is supposed to own inside it. It never enters a namespace.
+package netns
