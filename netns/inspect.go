@@ -1,0 +1,70 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+)
+
+// PodNetns is one pod sandbox with what its netns shows.
+type PodNetns struct {
+	Sandbox
+	Listeners Listeners
+	Capture   Capture
+	Err       error // why Capture is unknown, when it is
+}
+
+// NodeReport is the node-local view: every pod sandbox under a proc root.
+type NodeReport struct {
+	Scan
+	Pods []PodNetns // sorted by pod UID
+}
+
+// InspectNode walks the proc root, finds every pod sandbox and reads its listeners with r,
+// judging capture on required (CorePorts when nil). A host-network pod is reported as
+// such and its sockets are not read (they would be the host's). Per-pod read errors make
+// that pod unknown; they never fail the whole report.
+func InspectNode(f FS, r SocketReader, opt ReadOptions) (NodeReport, error) {
+	sc, err := f.Sandboxes()
+	if err != nil {
+		return NodeReport{}, err
+	}
+	rep := NodeReport{Scan: sc, Pods: make([]PodNetns, 0, len(sc.Sandboxes))}
+	for _, s := range sc.Sandboxes {
+		rep.Pods = append(rep.Pods, InspectSandbox(r, s, opt))
+	}
+	return rep, nil
+}
+
+// InspectSandbox reads one sandbox's listeners and judges its capture.
+func InspectSandbox(r SocketReader, s Sandbox, opt ReadOptions) PodNetns {
+	p := PodNetns{Sandbox: s}
+	switch {
+	case s.Err != nil:
+		p.Capture, p.Err = CaptureUnknown, s.Err
+		return p
+	case s.HostNetwork:
+		p.Capture = CaptureHostNetwork
+		return p
+	}
+	l, err := r.Listeners(s.PID, opt)
+	p.Listeners = l
+	if err != nil {
+		p.Capture, p.Err = CaptureUnknown, fmt.Errorf("pod %s pid %d: %w", s.PodUID, s.PID, err)
+		return p
+	}
+	p.Capture = l.Capture(opt.Required)
+	if p.Capture == CaptureUnknown {
+		p.Err = errors.Join(tableErr(l.TCP6), tableErr(l.TCP))
+		if p.Err == nil {
+			p.Err = fmt.Errorf("pod %s pid %d: no socket table found", s.PodUID, s.PID)
+		}
+	}
+	return p
+}
+
+func tableErr(t Table) error {
+	if t.Status == TableUnreadable {
+		return fmt.Errorf("%s: %w", t.Name, t.Err)
+	}
+	return nil
+}
