@@ -1,11 +1,169 @@
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"strconv"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/meshmedic/meshmedic/netns"
+)
 
 func nodeCommand(s Streams) *ucli.Command {
 	return &ucli.Command{
-		Name:        "node",
-		Usage:       "node-local inspection",
-		Subcommands: []*ucli.Command{notYet("scan", "inspect every pod sandbox under --proc-root", "the foundation issue")},
+		Name:  "node",
+		Usage: "node-local inspection (run on the node, or against a copy of its /proc)",
+		Subcommands: []*ucli.Command{{
+			Name:  "scan",
+			Usage: "inspect every pod sandbox under --proc-root and report ztunnel's in-pod listeners",
+			Description: "Reads /proc/<pid>/net/tcp{6,} of every pod sandbox found under --proc-root: no exec,\n" +
+				"no setns, nothing injected. Without --offline it joins with the API server's pods for\n" +
+				"--node and says which of them ambient should have captured.\n\n" +
+				"Exit codes: 0 nothing found, 1 findings (a partial capture; with the API, a pod that\n" +
+				"should be captured and is not), 2 usage or runtime error.",
+			Flags: append([]ucli.Flag{
+				&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "proc root to read (the host's /proc mounted in a pod is usually /host/proc)"},
+				&ucli.BoolFlag{Name: "offline", Usage: "do not contact the API server: report sandboxes and listeners only"},
+				&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name in the API (required without --offline)"},
+				outputFlag(),
+			}, append(kubeFlags(), istioFlags()...)...),
+			Action: func(c *ucli.Context) error { return runNodeScan(c, s) },
+		}},
 	}
+}
+
+// nodeScanPod is one row of `node scan -o json` (DESIGN.md contract; fields may be added,
+// none renamed).
+type nodeScanPod struct {
+	UID         string   `json:"uid"`
+	PID         int      `json:"pid"`
+	Netns       uint64   `json:"netns"`
+	HostNetwork bool     `json:"hostNetwork"`
+	Listeners   []uint16 `json:"listeners"`
+	Capture     string   `json:"capture"`
+	Error       string   `json:"error,omitempty"`
+	// Filled when joined with the API server.
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Expected  string `json:"expected,omitempty"` // captured | not-captured | unknown (enroll)
+	Reason    string `json:"reason,omitempty"`   // enroll's reason
+	Class     string `json:"class,omitempty"`    // detect's finding class
+	Finding   bool   `json:"finding,omitempty"`  // the class is one that needs healing
+}
+
+type nodeScanOutput struct {
+	Pods     []nodeScanPod `json:"pods"`
+	Problems []string      `json:"problems,omitempty"`
+}
+
+func runNodeScan(c *ucli.Context, s Streams) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	if c.NArg() > 0 {
+		return usagef("node scan takes no arguments (got %q)", c.Args().First())
+	}
+	fs, err := netns.NewFS(c.String("proc-root"))
+	if err != nil {
+		return err
+	}
+	rep, err := netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	if err != nil {
+		return err
+	}
+	out := nodeScanOutput{Pods: make([]nodeScanPod, 0, len(rep.Pods))}
+	for _, p := range rep.Pods {
+		out.Pods = append(out.Pods, nodeScanRow(p))
+	}
+	for _, p := range rep.Problems {
+		out.Problems = append(out.Problems, p.Error())
+	}
+	if !c.Bool("offline") {
+		if err := joinNodeScan(c, s, &out, rep); err != nil {
+			return err
+		}
+	}
+	if err := renderNodeScan(s, format, out, !c.Bool("offline")); err != nil {
+		return err
+	}
+	findings, unknown := 0, 0
+	for _, p := range out.Pods {
+		if p.Finding {
+			findings++
+		}
+		if p.Capture == string(netns.CaptureUnknown) {
+			unknown++
+		}
+	}
+	if unknown > 0 {
+		fmt.Fprintf(s.Err, "note: %d pod(s) could not be verified (capture unknown): never treated as healthy or as orphans\n", unknown)
+	}
+	if findings > 0 {
+		return fmt.Errorf("%d pod(s) with missing ztunnel listeners: %w", findings, ErrFindings)
+	}
+	return nil
+}
+
+func nodeScanRow(p netns.PodNetns) nodeScanPod {
+	r := nodeScanPod{
+		UID: p.PodUID, PID: p.PID, Netns: p.Netns, HostNetwork: p.HostNetwork,
+		Listeners: p.Listeners.Ports, Capture: string(p.Capture),
+	}
+	if r.Listeners == nil {
+		r.Listeners = []uint16{}
+	}
+	if p.Err != nil {
+		r.Error = p.Err.Error()
+	}
+	// Offline, the expectation is unknown; a partial capture is a finding on its own:
+	// some of ztunnel's listeners are there, so the pod was captured and lost some.
+	r.Finding = p.Capture == netns.CapturePartial
+	return r
+}
+
+func renderNodeScan(s Streams, format string, out nodeScanOutput, joined bool) error {
+	if format == outJSON || format == outYAML {
+		return writeStructured(s.Out, format, out)
+	}
+	var t *table
+	switch {
+	case joined:
+		t = newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "CAPTURE", "EXPECTED", "LISTENERS", "PID", "NETNS")
+	default:
+		t = newTable(s.Out, "POD UID", "CAPTURE", "LISTENERS", "PID", "NETNS")
+	}
+	for _, p := range out.Pods {
+		cols := []string{string(p.Capture), joinPorts(p.Listeners), pidCol(p.PID), netnsCol(p.Netns)}
+		if joined {
+			cols = append([]string{dash(p.Namespace), dash(p.Name), dash(p.Class), cols[0], dash(p.Expected)}, cols[1:]...)
+		} else {
+			cols = append([]string{p.UID}, cols...)
+		}
+		if format == outWide && p.Error != "" {
+			cols = append(cols, p.Error)
+		}
+		t.row(cols...)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, p := range out.Problems {
+		fmt.Fprintf(s.Err, "warning: %s\n", p)
+	}
+	return nil
+}
+
+func pidCol(pid int) string {
+	if pid == 0 {
+		return "-"
+	}
+	return strconv.Itoa(pid)
+}
+
+func netnsCol(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(n, 10)
 }
