@@ -112,13 +112,21 @@ func ParseNetnsLink(target string) (uint64, error) {
 }
 
 // HostNetns returns the inode of the host's network namespace: that of PID 1 in this
-// proc root (the DaemonSet runs with hostPID).
+// proc root (meshmedic runs with hostPID). Reading another process's ns/net link needs
+// ptrace-read access, which a reader with fewer capabilities than PID 1 lacks (EACCES); then
+// kthreadd (PID 2, comm "kthreadd") is used: kernel threads always live in the initial
+// network namespace.
 func (f FS) HostNetns() (uint64, error) {
 	ino, err := f.NetnsOf(1)
-	if err != nil {
-		return 0, fmt.Errorf("host netns (pid 1): %w", err)
+	if err == nil {
+		return ino, nil
 	}
-	return ino, nil
+	if comm, cerr := os.ReadFile(f.pidPath(2, "comm")); cerr == nil && strings.TrimSpace(string(comm)) == "kthreadd" {
+		if ino, kerr := f.NetnsOf(2); kerr == nil {
+			return ino, nil
+		}
+	}
+	return 0, fmt.Errorf("host netns (pid 1): %w", err)
 }
 
 // StartTime returns process pid's start time in clock ticks after boot (field 22 of stat).

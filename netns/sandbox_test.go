@@ -170,3 +170,16 @@ func TestProcReaderVanishedProcess(t *testing.T) {
 	_, err = netns.NewProcReader(fs).Listeners(4242, netns.ReadOptions{})
 	assert.ErrorIs(t, err, netns.ErrProcessGone)
 }
+
+func TestHostNetnsFallsBackToKthreadd(t *testing.T) {
+	tree := nt.NewTree(t)
+	require.NoError(t, os.Remove(filepath.Join(tree.Root, "1", "ns", "net"))) // unreadable PID 1
+	fs, err := netns.NewFS(tree.Root)
+	require.NoError(t, err)
+	_, err = fs.HostNetns()
+	require.Error(t, err, "no kthreadd yet")
+	tree.Add(nt.Proc{PID: 2, Comm: "kthreadd", Start: 1, Netns: nt.HostNetns, Cgroup: "0::/\n", Extra: map[string]string{"comm": "kthreadd\n"}})
+	ino, err := fs.HostNetns()
+	require.NoError(t, err)
+	assert.Equal(t, nt.HostNetns, ino)
+}

@@ -72,17 +72,21 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	if err != nil {
 		return err
 	}
-	out := nodeScanOutput{Pods: make([]nodeScanPod, 0, len(rep.Pods))}
-	for _, p := range rep.Pods {
-		out.Pods = append(out.Pods, nodeScanRow(p))
+	var out nodeScanOutput
+	if c.Bool("offline") {
+		out.Pods = make([]nodeScanPod, 0, len(rep.Pods))
+		for _, p := range rep.Pods {
+			row := nodeScanRow(p)
+			// Offline the expectation is unknown; a partial capture is a finding on its
+			// own: some of ztunnel's listeners are there, so the pod was captured and lost some.
+			row.Finding = p.Capture == netns.CapturePartial
+			out.Pods = append(out.Pods, row)
+		}
+	} else if out, err = joinNodeScan(c, s, rep); err != nil {
+		return err
 	}
 	for _, p := range rep.Problems {
 		out.Problems = append(out.Problems, p.Error())
-	}
-	if !c.Bool("offline") {
-		if err := joinNodeScan(c, s, &out, rep); err != nil {
-			return err
-		}
 	}
 	if err := renderNodeScan(s, format, out, !c.Bool("offline")); err != nil {
 		return err
@@ -116,9 +120,6 @@ func nodeScanRow(p netns.PodNetns) nodeScanPod {
 	if p.Err != nil {
 		r.Error = p.Err.Error()
 	}
-	// Offline, the expectation is unknown; a partial capture is a finding on its own:
-	// some of ztunnel's listeners are there, so the pod was captured and lost some.
-	r.Finding = p.Capture == netns.CapturePartial
 	return r
 }
 
