@@ -1,4 +1,4 @@
-// Package heal fixes confirmed ambient orphans without making things worse: eviction
-// that honours PodDisruptionBudgets, budgets, per-pod backoff, bare-pod refusal,
-// server-side dry run and an Event for every action.
+// Package heal repairs confirmed ambient orphans without making things worse: strategies
+// (evict, the default; toggle; delete) behind one safety layer — PDB-honouring eviction,
+// budgets, per-pod backoff, a node breaker, bare-pod refusal, server-side dry run, Events.
 package heal
