@@ -19,20 +19,23 @@ const (
 	StateListen      State = 0x0A
 )
 
-// States is a set of socket states; the zero value means every state.
-type States uint16
+// States is a set of socket states 0..31 (the kernel's TCP states stop at 0x0D); the zero
+// value means every state.
+type States uint32
 
-// StatesOf builds a set of states.
+// StatesOf builds a set of states; states above 31 cannot be members.
 func StatesOf(s ...State) States {
 	var m States
 	for _, x := range s {
-		m |= 1 << (x & 0x0f)
+		if x < 32 {
+			m |= 1 << x
+		}
 	}
 	return m
 }
 
 // Has reports whether s is in the set (the empty set holds every state).
-func (m States) Has(s State) bool { return m == 0 || m&(1<<(s&0x0f)) != 0 }
+func (m States) Has(s State) bool { return m == 0 || (s < 32 && m&(1<<s) != 0) }
 
 // Socket is one row of a /proc/net/{tcp,tcp6,udp,udp6} table.
 type Socket struct {
