@@ -81,9 +81,10 @@ func (f FS) Sandboxes() (Scan, error) {
 	}
 	pods := map[string]*podProcs{}
 	buf := make([]byte, 0, 4096)
+	path := make([]byte, 0, len(f.root)+32) // "<root>/<pid>/cgroup\x00", reused: most processes are not pods
 	for _, pid := range pids {
-		dir := f.root + "/" + strconv.Itoa(pid)
-		buf, err = readFileInto(dir+"/cgroup", buf[:0])
+		path = append(strconv.AppendInt(append(append(path[:0], f.root...), '/'), int64(pid), 10), "/cgroup\x00"...)
+		buf, err = readFileAt(path, buf[:0])
 		if err != nil {
 			if !gone(err) {
 				sc.Problems = append(sc.Problems, &ProcessError{PID: pid, Err: err})
@@ -104,6 +105,7 @@ func (f FS) Sandboxes() (Scan, error) {
 			pp = &podProcs{}
 			pods[key] = pp
 		}
+		dir := f.root + "/" + strconv.Itoa(pid)
 		c, err := f.candidate(pid, dir, &buf)
 		if err != nil {
 			// ENOENT on ns/net or stat of a process whose directory is still there is
