@@ -1,0 +1,505 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+
+	"github.com/meshmedic/meshmedic/enroll"
+	"github.com/meshmedic/meshmedic/internal/podsim"
+)
+
+// Options configure a simulated node.
+type Options struct {
+	NodeName string       // default "sandbox-node"
+	PodCIDR  netip.Prefix // pod IPs are taken from here; default 10.244.0.0/24
+	// DNS makes the ztunnel stand-in open 127.0.0.1:15053 too (DNS capture on).
+	DNS bool
+	// NoCapture disables the istio-cni/ztunnel stand-in: pods start un-enrolled.
+	NoCapture bool
+	Log       io.Writer // progress lines; nil = silent
+}
+
+// Node is a simulated node. Its methods are safe for concurrent use.
+type Node struct {
+	opt    Options
+	cs     kubernetes.Interface
+	sim    *podsim.Sim
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	pods   map[types.UID]*simPod
+	nextIP netip.Addr
+	err    error // first background error
+	nsLis  func(name string) (*corev1.Namespace, error)
+}
+
+type simPod struct {
+	ns, name string
+	uid      types.UID
+	pod      *podsim.Pod
+	ip       netip.Addr
+	captured bool
+}
+
+// StartNode registers the node with the API server, starts watching pods bound to it and
+// returns once its informers have synced. Stop undoes everything it created.
+func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node, error) {
+	if opt.NodeName == "" {
+		opt.NodeName = "sandbox-node"
+	}
+	if !opt.PodCIDR.IsValid() {
+		opt.PodCIDR = netip.MustParsePrefix("10.244.0.0/24")
+	}
+	sim, err := podsim.New()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{opt: opt, cs: cs, sim: sim, pods: map[types.UID]*simPod{}, done: make(chan struct{}),
+		nextIP: opt.PodCIDR.Addr().Next().Next()}
+	if err := n.register(ctx); err != nil {
+		return nil, errors.Join(err, sim.Close())
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opt.NodeName).String()
+	}))
+	nsFactory := informers.NewSharedInformerFactory(cs, 0)
+	podInf := factory.Core().V1().Pods().Informer()
+	nsLister := nsFactory.Core().V1().Namespaces().Lister()
+	n.nsLis = nsLister.Get
+	queue := make(chan types.UID, 4096)
+	podStore := podInf.GetStore()
+	enqueue := func(obj any) {
+		if p, ok := obj.(*corev1.Pod); ok {
+			select {
+			case queue <- p.UID:
+			default:
+				n.fail(fmt.Errorf("sandbox node: work queue full"))
+			}
+		}
+	}
+	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, o any) { enqueue(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if p, ok := o.(*corev1.Pod); ok {
+				n.teardown(p.UID)
+			}
+		},
+	}); err != nil {
+		cancel()
+		return nil, errors.Join(err, sim.Close())
+	}
+	factory.Start(runCtx.Done())
+	nsFactory.Start(runCtx.Done())
+	for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			cancel()
+			return nil, errors.Join(fmt.Errorf("sandbox node: pod informer did not sync"), sim.Close())
+		}
+	}
+	nsFactory.WaitForCacheSync(ctx.Done())
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); n.heartbeat(runCtx) }()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case uid := <-queue:
+				n.reconcile(runCtx, podStore, uid)
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(n.done) }()
+	return n, nil
+}
+
+func (n *Node) logf(format string, a ...any) {
+	if n.opt.Log != nil {
+		fmt.Fprintf(n.opt.Log, "sandbox-node: "+format+"\n", a...)
+	}
+}
+
+func (n *Node) fail(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.err == nil {
+		n.err = err
+	}
+	n.logf("error: %v", err)
+}
+
+// Err returns the first error the node's background work hit, if any.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.err
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.opt.NodeName }
+
+// Sim exposes the kernel-object simulator (for assertions in tests).
+func (n *Node) Sim() *podsim.Sim { return n.sim }
+
+func (n *Node) register(ctx context.Context) error {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.opt.NodeName, Labels: map[string]string{
+			"kubernetes.io/hostname": n.opt.NodeName, "kubernetes.io/os": "linux", "meshmedic.io/sandbox": "true"}},
+		Spec: corev1.NodeSpec{PodCIDR: n.opt.PodCIDR.String()},
+	}
+	created, err := n.cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		created, err = n.cs.CoreV1().Nodes().Get(ctx, n.opt.NodeName, metav1.GetOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("registering node %s: %w", n.opt.NodeName, err)
+	}
+	created.Status = n.nodeStatus()
+	updated, err := n.cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("node %s status: %w", n.opt.NodeName, err)
+	}
+	// The TaintNodesByCondition admission plugin taints every new node not-ready; the
+	// node-lifecycle controller, which would lift it once the node reports Ready, is off in
+	// the sandbox (there is no real kubelet), so lift it here.
+	var keep []corev1.Taint
+	for _, t := range updated.Spec.Taints {
+		if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
+			keep = append(keep, t)
+		}
+	}
+	if len(keep) != len(updated.Spec.Taints) {
+		updated.Spec.Taints = keep
+		if _, err := n.cs.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("node %s: lifting the not-ready taint: %w", n.opt.NodeName, err)
+		}
+	}
+	return n.renewLease(ctx)
+}
+
+func (n *Node) nodeStatus() corev1.NodeStatus {
+	now := metav1.Now()
+	res := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("64"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"),
+		corev1.ResourcePods:   resource.MustParse("1000"),
+	}
+	return corev1.NodeStatus{
+		Capacity: res, Allocatable: res,
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "meshmedic sandbox node", LastHeartbeatTime: now, LastTransitionTime: now}},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: n.opt.NodeName}},
+		NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.37.2-sandbox", OperatingSystem: "linux", Architecture: "amd64"},
+	}
+}
+
+func (n *Node) renewLease(ctx context.Context) error {
+	leases := n.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	now := metav1.NewMicroTime(time.Now())
+	l, err := leases.Get(ctx, n.opt.NodeName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: n.opt.NodeName},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(n.opt.NodeName), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	l.Spec.RenewTime = &now
+	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	return err
+}
+
+// heartbeat keeps the node Ready in the eyes of the node lifecycle controller.
+func (n *Node) heartbeat(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := n.renewLease(ctx); err != nil && ctx.Err() == nil {
+				n.logf("lease renewal: %v", err) // the API server may be restarting: keep going
+			}
+		}
+	}
+}
+
+// reconcile plays the kubelet, istio-cni and ztunnel for one pod.
+func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) {
+	var pod *corev1.Pod
+	for _, o := range store.List() {
+		if p := o.(*corev1.Pod); p.UID == uid {
+			pod = p.DeepCopy()
+			break
+		}
+	}
+	if pod == nil {
+		n.teardown(uid)
+		return
+	}
+	if pod.DeletionTimestamp != nil {
+		n.teardown(uid)
+		err := n.cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && ctx.Err() == nil {
+			n.logf("finishing deletion of %s/%s: %v", pod.Namespace, pod.Name, err)
+		}
+		return
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return
+	}
+	sp, err := n.ensureStarted(pod)
+	if err != nil {
+		n.fail(fmt.Errorf("starting pod %s/%s: %w", pod.Namespace, pod.Name, err))
+		return
+	}
+	if err := n.ensureStatus(ctx, pod, sp); err != nil && ctx.Err() == nil {
+		n.logf("status of %s/%s: %v", pod.Namespace, pod.Name, err)
+	}
+	if !n.opt.NoCapture {
+		if err := n.ensureCaptured(ctx, pod, sp); err != nil && ctx.Err() == nil {
+			n.logf("capture of %s/%s: %v", pod.Namespace, pod.Name, err)
+		}
+	}
+}
+
+func (n *Node) ensureStarted(pod *corev1.Pod) (*simPod, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if sp, ok := n.pods[pod.UID]; ok {
+		return sp, nil
+	}
+	spec := podsim.PodSpec{UID: string(pod.UID), HostNetwork: pod.Spec.HostNetwork}
+	ip := netip.MustParseAddr("127.0.0.1")
+	if !pod.Spec.HostNetwork {
+		ip = n.nextIP
+		if !n.opt.PodCIDR.Contains(ip) {
+			return nil, fmt.Errorf("pod CIDR %s exhausted", n.opt.PodCIDR)
+		}
+		n.nextIP = ip.Next()
+		spec.IPv4 = ip
+	}
+	p, err := n.sim.AddPod(spec)
+	if err != nil {
+		return nil, err
+	}
+	sp := &simPod{ns: pod.Namespace, name: pod.Name, uid: pod.UID, pod: p, ip: ip}
+	n.pods[pod.UID] = sp
+	n.logf("started %s/%s uid=%s pid=%d ip=%s", pod.Namespace, pod.Name, pod.UID, p.PID, ip)
+	return sp, nil
+}
+
+func (n *Node) teardown(uid types.UID) {
+	n.mu.Lock()
+	sp, ok := n.pods[uid]
+	delete(n.pods, uid)
+	n.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := n.sim.RemovePod(sp.pod); err != nil && !errors.Is(err, podsim.ErrRemoved) {
+		n.fail(fmt.Errorf("removing pod %s/%s: %w", sp.ns, sp.name, err))
+	}
+	n.logf("removed %s/%s", sp.ns, sp.name)
+}
+
+// ensureStatus writes what a kubelet would: Running, the pod IP, container statuses, and
+// Ready = containers ready AND every readiness gate's condition True.
+func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
+	want := pod.Status.DeepCopy()
+	now := metav1.Now()
+	if want.Phase != corev1.PodRunning {
+		want.Phase = corev1.PodRunning
+		want.StartTime = &now
+	}
+	want.HostIP = "127.0.0.1"
+	want.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
+	want.PodIP = sp.ip.String()
+	want.PodIPs = []corev1.PodIP{{IP: sp.ip.String()}}
+	if len(want.ContainerStatuses) != len(pod.Spec.Containers) {
+		want.ContainerStatuses = nil
+		for _, c := range pod.Spec.Containers {
+			want.ContainerStatuses = append(want.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image, ImageID: "sandbox://" + c.Image, Ready: true, Started: ptr.To(true),
+				ContainerID: "containerd://" + sp.pod.SandboxID,
+				State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
+			})
+		}
+	}
+	gatesOK := true
+	for _, g := range pod.Spec.ReadinessGates {
+		c := findCondition(want.Conditions, g.ConditionType)
+		if c == nil || c.Status != corev1.ConditionTrue {
+			gatesOK = false
+		}
+	}
+	setCondition(want, corev1.PodScheduled, true, now)
+	setCondition(want, corev1.PodInitialized, true, now)
+	setCondition(want, corev1.ContainersReady, true, now)
+	setCondition(want, corev1.PodReady, gatesOK, now)
+	if statusEqual(&pod.Status, want) {
+		return nil
+	}
+	pod.Status = *want
+	_, err := n.cs.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil // a newer version is queued, or it is gone
+	}
+	return err
+}
+
+func statusEqual(a, b *corev1.PodStatus) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func findCondition(cs []corev1.PodCondition, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range cs {
+		if cs[i].Type == t {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, now metav1.Time) {
+	s := corev1.ConditionFalse
+	if ok {
+		s = corev1.ConditionTrue
+	}
+	if c := findCondition(st.Conditions, t); c != nil {
+		if c.Status != s {
+			c.Status, c.LastTransitionTime = s, now
+		}
+		return
+	}
+	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: s, LastTransitionTime: now})
+}
+
+// ensureCaptured plays istio-cni + ztunnel: for a pod enroll says should be captured it
+// opens ztunnel's in-pod listeners and then annotates the pod "enabled", once.
+func (n *Node) ensureCaptured(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
+	n.mu.Lock()
+	done := sp.captured
+	n.mu.Unlock()
+	if done || pod.Annotations[enroll.AnnotationRedirection] == "enabled" && done {
+		return nil
+	}
+	ns, _ := n.nsLis(pod.Namespace)
+	if ns == nil {
+		ns, _ = n.cs.CoreV1().Namespaces().Get(ctx, pod.Namespace, metav1.GetOptions{})
+	}
+	exp := enroll.Expect(pod, ns, enroll.DefaultSettings())
+	if exp.State != enroll.Captured {
+		return nil
+	}
+	if err := n.sim.Capture(sp.pod, n.opt.DNS); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	sp.captured = true
+	n.mu.Unlock()
+	if pod.Annotations[enroll.AnnotationRedirection] == "enabled" {
+		return nil
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + enroll.AnnotationRedirection + `":"enabled"}}}`)
+	_, err := n.cs.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err == nil {
+		n.logf("captured %s/%s", pod.Namespace, pod.Name)
+	}
+	return err
+}
+
+// Stop stops the node's loops and removes every kernel object it created. It does not
+// delete API objects (the control plane is thrown away with them).
+func (n *Node) Stop() error {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.done
+	}
+	return n.sim.Close()
+}
+
+func (n *Node) lookup(namespace, name string) (*simPod, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, sp := range n.pods {
+		if sp.ns == namespace && sp.name == name {
+			return sp, nil
+		}
+	}
+	return nil, fmt.Errorf("pod %s/%s is not running on %s", namespace, name, n.opt.NodeName)
+}
+
+// Pod returns the kernel-side pod for namespace/name.
+func (n *Node) Pod(namespace, name string) (*podsim.Pod, error) {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return sp.pod, nil
+}
+
+// Flush destroys ztunnel's listeners in the pod's netns (all of them when ports is empty)
+// the way a reboot orphan loses them, leaving the annotation as it is.
+func (n *Node) Flush(namespace, name string, ports ...uint16) error {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.sim.Flush(sp.pod, ports...)
+}
+
+// Recapture opens ztunnel's listeners again (ztunnel re-adding the pod).
+func (n *Node) Recapture(namespace, name string) error {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.sim.Capture(sp.pod, n.opt.DNS)
+}
+
+// ReplaceNetns recreates the pod's sandbox in a fresh, empty netns while the pod keeps its
+// UID and annotation (istio/istio #61182).
+func (n *Node) ReplaceNetns(namespace, name string) error {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.sim.ReplaceNetns(sp.pod)
+}
