@@ -80,6 +80,8 @@ func TestSandbox(t *testing.T) {
 	e := &env{cp: cp, cs: cs, node: node, bin: bin}
 
 	t.Run("node-scan", func(t *testing.T) { scenarioNodeScan(ctx, t, e) })
+	t.Run("scan", func(t *testing.T) { scenarioScan(ctx, t, e) })
+	t.Run("engine", func(t *testing.T) { scenarioEngine(ctx, t, e) })
 }
 
 // nodeScan runs `meshmedic node scan` joined with the API, as JSON.

@@ -56,7 +56,7 @@ func NewApp(name string, info BuildInfo, s Streams) *ucli.App {
 			return &UsageError{Err: err}
 		},
 		Commands: []*ucli.Command{
-			scanCommand(),
+			scanCommand(s),
 			repairCommand(),
 			nodeCommand(s),
 			logsCommand(s),
@@ -106,10 +106,6 @@ func notYet(name, usage, issue string) *ucli.Command {
 			return fmt.Errorf("%s: %w (tracked in %s)", name, ErrNotYetAvailable, issue)
 		},
 	}
-}
-
-func scanCommand() *ucli.Command {
-	return notYet("scan", "cluster-wide or namespaced detection of ambient orphans", "the detect/heal issue")
 }
 
 func repairCommand() *ucli.Command {

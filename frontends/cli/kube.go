@@ -36,19 +36,24 @@ func namespaceFlags() []ucli.Flag {
 // restConfig loads the client configuration the way kubectl does: --kubeconfig (or
 // KUBECONFIG, a list) with --context, else in-cluster, else ~/.kube/config.
 func restConfig(c *ucli.Context) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if p := c.String("kubeconfig"); p != "" {
-		rules.ExplicitPath = ""
-		rules.Precedence = filepathList(p)
-	}
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: c.String("context")}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	cfg, err := kubeClientConfig(c).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	cfg.Timeout = c.Duration("request-timeout")
 	cfg.UserAgent = "meshmedic"
 	return cfg, nil
+}
+
+// kubeClientConfig is the kubeconfig as kubectl would load it for these flags.
+func kubeClientConfig(c *ucli.Context) clientcmd.ClientConfig {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if p := c.String("kubeconfig"); p != "" {
+		rules.ExplicitPath = ""
+		rules.Precedence = filepathList(p)
+	}
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: c.String("context")}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 }
 
 func clientset(c *ucli.Context) (kubernetes.Interface, error) {
