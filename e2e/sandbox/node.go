@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -34,7 +35,10 @@ type Options struct {
 	DNS bool
 	// NoCapture disables the istio-cni/ztunnel stand-in: pods start un-enrolled.
 	NoCapture bool
-	Log       io.Writer // progress lines; nil = silent
+	// NoZtunnelPod skips creating the node's ztunnel pod (istio-system, app=ztunnel),
+	// which repair's node circuit breaker reads to know the node's ztunnel is Ready.
+	NoZtunnelPod bool
+	Log          io.Writer // progress lines; nil = silent
 }
 
 // Node is a simulated node. Its methods are safe for concurrent use.
@@ -123,6 +127,12 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 		}
 	}
 	nsFactory.WaitForCacheSync(ctx.Done())
+	if !opt.NoZtunnelPod {
+		if err := n.createZtunnelPod(ctx); err != nil {
+			cancel()
+			return nil, errors.Join(err, sim.Close())
+		}
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -502,4 +512,32 @@ func (n *Node) ReplaceNetns(namespace, name string) error {
 		return err
 	}
 	return n.sim.ReplaceNetns(sp.pod)
+}
+
+// createZtunnelPod creates the node's ztunnel pod the way its DaemonSet would (bound to
+// the node, in the system namespace, labelled app=ztunnel). The node then runs it like any
+// pod; enroll never expects it captured.
+func (n *Node) createZtunnelPod(ctx context.Context) error {
+	const ns = "istio-system"
+	_, err := n.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
+			Labels: map[string]string{"app": "ztunnel", enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
+		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/ztunnel:sandbox"}}},
+	}
+	// A new namespace's default ServiceAccount appears a moment later (the ServiceAccount
+	// admission plugin refuses pods until then): retry like a controller would.
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, last = n.cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		return last == nil || apierrors.IsAlreadyExists(last), nil
+	})
+	if err != nil {
+		return fmt.Errorf("ztunnel pod: %w (last error: %v)", err, last)
+	}
+	return nil
 }

@@ -57,7 +57,7 @@ func NewApp(name string, info BuildInfo, s Streams) *ucli.App {
 		},
 		Commands: []*ucli.Command{
 			scanCommand(s),
-			repairCommand(),
+			repairCommand(s),
 			nodeCommand(s),
 			logsCommand(s),
 			agentCommand(),
@@ -106,10 +106,6 @@ func notYet(name, usage, issue string) *ucli.Command {
 			return fmt.Errorf("%s: %w (tracked in %s)", name, ErrNotYetAvailable, issue)
 		},
 	}
-}
-
-func repairCommand() *ucli.Command {
-	return notYet("repair", "scan, then heal confirmed orphans (dry-run unless --yes)", "the detect/heal issue")
 }
 
 func agentCommand() *ucli.Command {
