@@ -8,12 +8,18 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: build test lint unit fuzz e2e controlplane demo demo-down bench clean
+.PHONY: build install test lint unit fuzz e2e controlplane demo demo-down bench clean
 
 DEMO_STATE ?= /tmp/meshmedic-sandbox
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./frontends/meshmedic
+
+# `kubectl meshmedic ...`: the same binary under the plugin name, on PATH.
+PREFIX ?= /usr/local
+install: build
+	install -m 0755 $(BIN) $(PREFIX)/bin/meshmedic
+	ln -sf meshmedic $(PREFIX)/bin/kubectl-meshmedic
 
 # The whole test suite: formatting and vet (all build tags), unit tests with the race
 # detector (privileged netns/cgroup tests run when root), short fuzz runs of every parser,
@@ -61,9 +67,10 @@ demo: build controlplane
 	@[ -f $(DEMO_STATE)/ready ] || { cat $(DEMO_STATE)/sandbox.log; echo "sandbox did not become ready"; exit 2; }
 	@cat $(DEMO_STATE)/sandbox.log
 	@echo; echo "export KUBECONFIG=$(DEMO_STATE)/kubeconfig   # the sandbox stays up: make demo-down removes it"; echo
-	@echo "\$$ meshmedic node scan --node $$(cat $(DEMO_STATE)/ready)"
-	@KUBECONFIG=$(DEMO_STATE)/kubeconfig $(BIN) node scan --node $$(cat $(DEMO_STATE)/ready); \
+	@echo "\$$ meshmedic scan -A --prober node-local --node $$(cat $(DEMO_STATE)/ready)"
+	@KUBECONFIG=$(DEMO_STATE)/kubeconfig $(BIN) scan -A --prober node-local --node $$(cat $(DEMO_STATE)/ready); \
 	  rc=$$?; echo; echo "exit code $$rc (1 = findings: the broken pods above)"; [ $$rc -le 1 ]
+	@echo; echo "next: KUBECONFIG=$(DEMO_STATE)/kubeconfig $(BIN) repair -n shop --prober node-local --node $$(cat $(DEMO_STATE)/ready)   # dry run; add --yes to heal"
 
 demo-down:
 	@[ -x bin/meshmedic-sandbox ] || $(GO) build -o bin/meshmedic-sandbox ./e2e/sandbox/cmd/meshmedic-sandbox

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -101,6 +102,20 @@ func scenarioScan(ctx context.Context, t *testing.T, e *env) {
 		assert.Equal(t, 1, tbl.Code)
 		assert.Contains(t, tbl.Stdout, pods[1].Name)
 		assert.Contains(t, tbl.Stdout, "partial")
+	})
+	t.Run("unknown-namespace", func(t *testing.T) {
+		res, err := Run(ctx, e.bin, nil, append([]string{"scan", "--prober", "node-local", "--node", e.node.Name(), "-n", "no-such-ns"}, e.kube()...)...)
+		require.NoError(t, err)
+		assert.Equal(t, 2, res.Code)
+		assert.Contains(t, res.Stderr, `namespace "no-such-ns" not found`)
+	})
+	t.Run("rbac-denied", func(t *testing.T) {
+		kc := filepath.Join(t.TempDir(), "sa.kubeconfig")
+		require.NoError(t, e.cp.KubeconfigForServiceAccount(ctx, "default", "no-rights", kc))
+		res, err := Run(ctx, e.bin, nil, "scan", "--prober", "node-local", "--node", e.node.Name(), "-n", "scan", "--kubeconfig", kc)
+		require.NoError(t, err)
+		assert.Equal(t, 2, res.Code, res.Stdout)
+		assert.Contains(t, res.Stderr, `grant verb "list" on resource "pods"`, "the error says which verb on which resource")
 	})
 	t.Run("not-expected-skipped", func(t *testing.T) {
 		// A pod outside the mesh has no listeners and is not a finding, even with -A.

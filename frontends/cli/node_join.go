@@ -47,8 +47,34 @@ func istioSettings(ctx context.Context, cs kubernetes.Interface, istioNS, versio
 		if settings.Version, err = enroll.ParseVersion(version); err != nil {
 			return settings, usagef("--istio-version: %v", err)
 		}
+	} else if settings.Version.IsZero() {
+		settings.Version = istioVersionFromImages(ctx, cs, istioNS, w)
 	}
 	return settings, nil
+}
+
+// istioVersionFromImages reads the Istio version from the istio-cni (or ztunnel) pods'
+// image tags when they are readable; the zero Version (newest behaviour) otherwise, with a
+// note saying so.
+func istioVersionFromImages(ctx context.Context, cs kubernetes.Interface, istioNS string, w io.Writer) enroll.Version {
+	for _, app := range []string{"istio-cni-node", "ztunnel"} {
+		pods, err := cs.CoreV1().Pods(istioNS).List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=" + app})
+		if err != nil || len(pods.Items) == 0 {
+			pods, err = cs.CoreV1().Pods(istioNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		}
+		if err != nil || pods == nil {
+			continue
+		}
+		for _, p := range pods.Items {
+			for _, c := range p.Spec.Containers {
+				if v, err := enroll.ParseVersion(c.Image); err == nil && !v.IsZero() {
+					return v
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "note: Istio version not found from istio-cni/ztunnel image tags in %s; judging by the newest Istio behaviour (set --istio-version)\n", istioNS)
+	return enroll.Version{}
 }
 
 // fetchNode reads what JoinNode needs from the API server.

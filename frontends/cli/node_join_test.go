@@ -50,6 +50,16 @@ func TestFetchNode(t *testing.T) {
 	assert.Contains(t, notes.String(), "judging with Istio's defaults")
 	assert.Equal(t, enroll.DefaultSettings().ExcludeNamespaces, in.Settings.ExcludeNamespaces)
 
+	// The version from the ztunnel image tag when no flag says otherwise.
+	cs4 := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-x", Labels: map[string]string{"app": "ztunnel"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/ztunnel:1.26.2-distroless"}}}})
+	in, err = fetchNode(ctx, cs4, "n1", "istio-system", "", &notes)
+	require.NoError(t, err)
+	assert.Equal(t, "1.26.2", in.Settings.Version.String())
+	in, err = fetchNode(ctx, cs4, "n1", "istio-system", "1.24.0", &notes)
+	require.NoError(t, err)
+	assert.Equal(t, "1.24.0", in.Settings.Version.String(), "the flag wins")
+
 	// RBAC denial on pods: the error names the verb and the resource.
 	cs3 := fake.NewClientset()
 	cs3.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {

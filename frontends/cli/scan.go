@@ -10,6 +10,8 @@ import (
 
 	ucli "github.com/urfave/cli/v2"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -112,6 +114,10 @@ func newScanSetup(c *ucli.Context, s Streams) (*scanSetup, error) {
 	}
 	if all {
 		ns = ""
+	} else if _, err := cs.CoreV1().Namespaces().Get(c.Context, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("namespace %q not found", ns)
+	} else if err != nil && !apierrors.IsForbidden(err) {
+		return nil, explainAPIError(c.Context, err, "get", "namespaces", "")
 	}
 	settings, err := istioSettings(c.Context, cs, c.String("istio-namespace"), c.String("istio-version"), s.Err)
 	if err != nil {

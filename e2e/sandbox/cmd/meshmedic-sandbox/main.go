@@ -67,6 +67,11 @@ func up(state string, faults bool) (err error) {
 		return err
 	}
 	os.Remove(filepath.Join(state, "ready"))
+	// Every sandbox starts from an empty cluster: etcd data left by an earlier run names
+	// pods whose kernel objects are long gone.
+	if err := os.RemoveAll(filepath.Join(state, "controlplane")); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := podsim.CleanupStale(); err != nil {
