@@ -61,6 +61,10 @@ func clientset(c *ucli.Context) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newClientset(cfg)
+}
+
+func newClientset(cfg *rest.Config) (kubernetes.Interface, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kubernetes client for %s: %w", cfg.Host, err)

@@ -102,9 +102,9 @@ func newScanSetup(c *ucli.Context, s Streams) (*scanSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := newClientset(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating Kubernetes client for %s: %w", cfg.Host, err)
+		return nil, err
 	}
 	if !all && ns == "" {
 		ns, err = defaultNamespace(c)
