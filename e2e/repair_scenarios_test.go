@@ -153,3 +153,30 @@ func scenarioRepair(ctx context.Context, t *testing.T, e *env) {
 		assert.True(t, hasEvent(ctx, t, e, ns, "bare", heal.ReasonRefusedBarePod))
 	})
 }
+
+// scenarioToggle: the toggle strategy takes the pod out of the mesh and back (label
+// istio.io/dataplane-mode none, then exactly what it was) without restarting it, and
+// confirms with a re-probe that capture returned.
+func scenarioToggle(ctx context.Context, t *testing.T, e *env) {
+	const ns = "toggle"
+	mkNamespace(ctx, t, e, ns, map[string]string{enroll.LabelDataplaneMode: enroll.DataplaneModeAmbient})
+	mkDeployment(ctx, t, e, ns, "app", 1, false)
+	enrolled := func(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedirection] == "enabled" }
+	pod := waitPods(ctx, t, e, ns, 1, enrolled)[0]
+	_, hadLabel := pod.Labels[enroll.LabelDataplaneMode]
+	require.False(t, hadLabel, "enrolled through its namespace label")
+
+	require.NoError(t, e.node.Flush(ns, pod.Name))
+	out, res := repair(ctx, t, e, "-n", ns, "--yes", "--strategy", "toggle")
+	assert.Equal(t, 0, res.Code, "%s\n%s", res.Stdout, res.Stderr)
+	require.Len(t, out.Actions, 1, res.Stdout)
+	assert.Equal(t, "toggled", out.Actions[0].Result, out.Actions[0].Detail)
+	got, err := e.cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, pod.UID, got.UID, "toggle does not restart the pod")
+	_, hasLabel := got.Labels[enroll.LabelDataplaneMode]
+	assert.False(t, hasLabel, "the label is back to exactly what it was: absent")
+	_, sres := scan(ctx, t, e, "-n", ns)
+	assert.Equal(t, 0, sres.Code, "captured again: %s", sres.Stdout)
+	assert.True(t, hasEvent(ctx, t, e, ns, pod.Name, heal.ReasonToggled))
+}

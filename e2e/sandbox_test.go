@@ -83,6 +83,7 @@ func TestSandbox(t *testing.T) {
 	t.Run("scan", func(t *testing.T) { scenarioScan(ctx, t, e) })
 	t.Run("engine", func(t *testing.T) { scenarioEngine(ctx, t, e) })
 	t.Run("repair", func(t *testing.T) { scenarioRepair(ctx, t, e) })
+	t.Run("toggle", func(t *testing.T) { scenarioToggle(ctx, t, e) })
 }
 
 // nodeScan runs `meshmedic node scan` joined with the API, as JSON.

@@ -421,38 +421,53 @@ func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, now 
 	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: s, LastTransitionTime: now})
 }
 
-// ensureCaptured plays istio-cni + ztunnel: for a pod enroll says should be captured it
-// opens ztunnel's in-pod listeners and then annotates the pod "enabled", once.
+// ensureCaptured plays istio-cni + ztunnel: a pod enroll says should be captured gets
+// ztunnel's in-pod listeners and then the "enabled" annotation, once; a captured pod that
+// stops being selected (e.g. labelled istio.io/dataplane-mode=none) loses both, as
+// istio-cni removes it from the mesh (cni/pkg/nodeagent/informers.go, reconcilePod), and
+// gets them back when it is selected again.
 func (n *Node) ensureCaptured(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
-	n.mu.Lock()
-	done := sp.captured
-	n.mu.Unlock()
-	if done || pod.Annotations[enroll.AnnotationRedirection] == "enabled" && done {
-		return nil
-	}
 	ns, _ := n.nsLis(pod.Namespace)
 	if ns == nil {
 		ns, _ = n.cs.CoreV1().Namespaces().Get(ctx, pod.Namespace, metav1.GetOptions{})
 	}
-	exp := enroll.Expect(pod, ns, enroll.DefaultSettings())
-	if exp.State != enroll.Captured {
-		return nil
-	}
-	if err := n.sim.Capture(sp.pod, n.opt.DNS); err != nil {
-		return err
-	}
+	want := enroll.Expect(pod, ns, enroll.DefaultSettings()).State == enroll.Captured
 	n.mu.Lock()
-	sp.captured = true
+	have := sp.captured
 	n.mu.Unlock()
-	if pod.Annotations[enroll.AnnotationRedirection] == "enabled" {
+	annotated := pod.Annotations[enroll.AnnotationRedirection] == "enabled"
+	switch {
+	case want && !have:
+		if err := n.sim.Capture(sp.pod, n.opt.DNS); err != nil {
+			return err
+		}
+		n.setCaptured(sp, true)
+	case !want && have:
+		if err := n.sim.Flush(sp.pod); err != nil {
+			return err
+		}
+		n.setCaptured(sp, false)
+	}
+	var patch string
+	switch {
+	case want && !annotated:
+		patch = `{"metadata":{"annotations":{"` + enroll.AnnotationRedirection + `":"enabled"}}}`
+	case !want && annotated:
+		patch = `{"metadata":{"annotations":{"` + enroll.AnnotationRedirection + `":null}}}`
+	default:
 		return nil
 	}
-	patch := []byte(`{"metadata":{"annotations":{"` + enroll.AnnotationRedirection + `":"enabled"}}}`)
-	_, err := n.cs.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := n.cs.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err == nil {
-		n.logf("captured %s/%s", pod.Namespace, pod.Name)
+		n.logf("%s/%s: captured=%v", pod.Namespace, pod.Name, want)
 	}
 	return err
+}
+
+func (n *Node) setCaptured(sp *simPod, v bool) {
+	n.mu.Lock()
+	sp.captured = v
+	n.mu.Unlock()
 }
 
 // Stop stops the node's loops and removes every kernel object it created. It does not
