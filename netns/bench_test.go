@@ -188,8 +188,7 @@ func BenchmarkParseTable20k(b *testing.B) {
 	})
 }
 
-// syntheticNode builds (once per process) a proc tree of nProcs processes of which 250
-// pods own 4 each (conmon in the host netns, pause, two app processes).
+// synthetic caches one synthetic node per size for the process.
 var synthetic = map[int]string{}
 
 func syntheticNode(b *testing.B, nProcs int) netns.FS {
@@ -197,7 +196,7 @@ func syntheticNode(b *testing.B, nProcs int) netns.FS {
 	if !ok {
 		root = filepath.Join(os.TempDir(), fmt.Sprintf("meshmedic-bench-proc-%d-%d", nProcs, os.Getpid()))
 		b.Cleanup(func() { os.RemoveAll(root) })
-		if err := buildSynthetic(root, nProcs); err != nil {
+		if _, err := nt.WriteSyntheticNode(root, nProcs, 250); err != nil {
 			b.Fatal(err)
 		}
 		synthetic[nProcs] = root
@@ -207,48 +206,6 @@ func syntheticNode(b *testing.B, nProcs int) netns.FS {
 		b.Fatal(err)
 	}
 	return fs
-}
-
-func buildSynthetic(root string, nProcs int) error {
-	write := func(pid int, cgroup string, start uint64, ino uint64) error {
-		dir := filepath.Join(root, strconv.Itoa(pid))
-		if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(cgroup), 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(nt.Stat(pid, "p", start)), 0o644); err != nil {
-			return err
-		}
-		return os.Symlink(fmt.Sprintf("net:[%d]", ino), filepath.Join(dir, "ns", "net"))
-	}
-	hybrid := "12:pids:/system.slice/x.service\n11:memory:/system.slice/x.service\n1:name=systemd:/system.slice/x.service\n0::/system.slice/x.service\n"
-	pid := 1
-	if err := write(pid, "0::/init.scope\n", 1, nt.HostNetns); err != nil {
-		return err
-	}
-	for pod := 0; pod < 250; pod++ {
-		uid := fmt.Sprintf("%08x-0000-4000-8000-%012x", pod, pod)
-		cg := "12:pids:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + strings.Repeat("ab", 32) + ".scope\n" + nt.KubepodsCgroup(uid)
-		for k := 0; k < 4; k++ {
-			pid++
-			ino := uint64(4026532000 + pod)
-			if k == 0 {
-				ino = nt.HostNetns
-			}
-			if err := write(pid, cg, uint64(100+pid), ino); err != nil {
-				return err
-			}
-		}
-	}
-	for pid < nProcs {
-		pid++
-		if err := write(pid, hybrid, uint64(100+pid), nt.HostNetns); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // BenchmarkSandboxes50k is one full pod→PID map over 50,000 processes and 250 pods: the
