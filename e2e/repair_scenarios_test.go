@@ -142,6 +142,7 @@ func scenarioRepair(ctx context.Context, t *testing.T, e *env) {
 		waitPods(ctx, t, e, ns, 3, enrolled)
 		require.NoError(t, e.node.Recapture(ns, pods[1].Name)) // only the bare pod is broken
 		require.NoError(t, e.node.Flush(ns, "bare"))
+		t.Cleanup(func() { _ = e.node.Recapture(ns, "bare") }) // later scenarios start clean
 		out, res := repair(ctx, t, e, "-n", ns, "--yes")
 		assert.Equal(t, 1, res.Code)
 		require.Len(t, out.Actions, 1, res.Stdout)

@@ -84,6 +84,7 @@ func TestSandbox(t *testing.T) {
 	t.Run("engine", func(t *testing.T) { scenarioEngine(ctx, t, e) })
 	t.Run("repair", func(t *testing.T) { scenarioRepair(ctx, t, e) })
 	t.Run("toggle", func(t *testing.T) { scenarioToggle(ctx, t, e) })
+	t.Run("agent-detects-and-heals", func(t *testing.T) { scenarioAgent(ctx, t, e) })
 }
 
 // nodeScan runs `meshmedic node scan` joined with the API, as JSON.

@@ -13,10 +13,6 @@ import (
 // something a person must look at: orphans, signals, a failed action. Exit code 1.
 var ErrFindings = errors.New("findings present")
 
-// ErrNotYetAvailable is returned by commands that exist in the contract but are not
-// built yet. It is a runtime error (exit 2), never a fake result.
-var ErrNotYetAvailable = errors.New("not yet available in this build")
-
 // UsageError marks a problem with how the command was called (exit 2).
 type UsageError struct{ Err error }
 
@@ -60,7 +56,7 @@ func NewApp(name string, info BuildInfo, s Streams) *ucli.App {
 			repairCommand(s),
 			nodeCommand(s),
 			logsCommand(s),
-			agentCommand(),
+			agentCommand(s),
 			versionCommand(info, s),
 		},
 	}
@@ -95,19 +91,4 @@ func versionCommand(info BuildInfo, s Streams) *ucli.Command {
 			return err
 		},
 	}
-}
-
-func notYet(name, usage, issue string) *ucli.Command {
-	return &ucli.Command{
-		Name:            name,
-		Usage:           usage + " (not yet available)",
-		SkipFlagParsing: true,
-		Action: func(c *ucli.Context) error {
-			return fmt.Errorf("%s: %w (tracked in %s)", name, ErrNotYetAvailable, issue)
-		},
-	}
-}
-
-func agentCommand() *ucli.Command {
-	return notYet("agent", "run the per-node DaemonSet runtime", "the agent issue")
 }

@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/meshmedic/meshmedic/frontends/agent"
+	"github.com/meshmedic/meshmedic/heal"
+)
+
+func agentCommand(s Streams) *ucli.Command {
+	flags := []ucli.Flag{
+		&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name (downward API spec.nodeName)"},
+		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "the host's /proc (mounted read-only, e.g. /host/proc; the pod needs hostPID)"},
+		&ucli.StringFlag{Name: "metrics-addr", Value: ":9100", Usage: "address of /metrics, /healthz and /readyz (\"\" disables)"},
+		&ucli.DurationFlag{Name: "tick", Value: 2 * time.Second, Usage: "how often pods that changed are checked"},
+		&ucli.DurationFlag{Name: "full-recheck", Value: time.Minute, Usage: "slow re-check of every pod on the node"},
+		&ucli.DurationFlag{Name: "confirm", Value: 10 * time.Second, Usage: "flap guard before a finding is confirmed"},
+		&ucli.BoolFlag{Name: "auto-repair", Usage: "evict confirmed orphans of Ready pods (PDBs, budgets, backoff, bare-pod refusal and the node breaker apply)"},
+		&ucli.BoolFlag{Name: "repair-stuck", Usage: "with --auto-repair, also heal not-Ready orphans after --grace-period"},
+		&ucli.DurationFlag{Name: "grace-period", Value: 5 * time.Minute, Usage: "how long a not-Ready orphan waits before --repair-stuck heals it"},
+	}
+	flags = append(flags, kubeFlags()...)
+	flags = append(flags, istioFlags()...)
+	return &ucli.Command{
+		Name:  "agent",
+		Usage: "run the per-node DaemonSet runtime: detect from the host's /proc, publish a pod condition, heal under policy",
+		Description: "Watches this node's pods, checks a pod when it appears or changes and every pod on a slow\n" +
+			"re-check, confirms findings after the flap guard, and publishes the pod condition\n" +
+			"meshmedic.io/AmbientCaptured (True/False/Unknown) on pods/status. With --auto-repair it evicts\n" +
+			"confirmed orphans through the same safety layer as `repair`. Metrics on --metrics-addr.",
+		Flags: flags,
+		Action: func(c *ucli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("agent takes no arguments")
+			}
+			if c.String("node") == "" {
+				return usagef("agent needs --node (or NODE_NAME)")
+			}
+			cs, err := clientset(c)
+			if err != nil {
+				return err
+			}
+			log := funcr.NewJSON(func(obj string) { fmt.Fprintln(s.Err, obj) }, funcr.Options{})
+			settings, err := istioSettings(c.Context, cs, c.String("istio-namespace"), c.String("istio-version"), s.Err)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cs, agent.Config{
+				NodeName: c.String("node"), ProcRoot: c.String("proc-root"), MetricsAddr: c.String("metrics-addr"),
+				Tick: c.Duration("tick"), FullRecheck: c.Duration("full-recheck"), Confirm: c.Duration("confirm"),
+				AutoRepair: c.Bool("auto-repair"), RepairStuck: c.Bool("repair-stuck"), GracePeriod: c.Duration("grace-period"),
+				Settings: settings, IstioNamespace: c.String("istio-namespace"),
+				Strategy: heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{}),
+			}, agent.WithLogger(log))
+			if err != nil {
+				return err
+			}
+			return a.Run(c.Context)
+		},
+	}
+}
