@@ -69,6 +69,7 @@ type Agent struct {
 	dirty     map[types.UID]bool
 	published map[types.UID]corev1.ConditionStatus // last condition status written
 	reported  map[types.UID]detect.Class           // last confirmed class with an Event
+	classes   map[types.UID]detect.Class           // latest class of every pod checked (node health)
 	lastFull  time.Time
 
 	ready         atomic.Bool
@@ -106,7 +107,8 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{cfg: cfg, cs: cs, clock: clock.RealClock{}, log: logr.Discard(),
-		dirty: map[types.UID]bool{}, published: map[types.UID]corev1.ConditionStatus{}, reported: map[types.UID]detect.Class{}}
+		dirty: map[types.UID]bool{}, published: map[types.UID]corev1.ConditionStatus{}, reported: map[types.UID]detect.Class{},
+		classes: map[types.UID]detect.Class{}}
 	for _, o := range opts {
 		o(a)
 	}
@@ -234,6 +236,22 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 		}
 	}
 	a.dirty = map[types.UID]bool{}
+	present := make(map[types.UID]bool, len(all))
+	for _, p := range all {
+		present[p.UID] = true
+	}
+	for _, m := range []map[types.UID]detect.Class{a.classes, a.reported} { // forget pods that left the node
+		for uid := range m {
+			if !present[uid] {
+				delete(m, uid)
+			}
+		}
+	}
+	for uid := range a.published {
+		if !present[uid] {
+			delete(a.published, uid)
+		}
+	}
 	if full {
 		a.lastFull = start
 	}
@@ -248,6 +266,11 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 				return err
 			}
 		}
+		a.mu.Lock()
+		for _, f := range rep.Findings {
+			a.classes[f.UID] = f.Class
+		}
+		a.mu.Unlock()
 		a.publish(ctx, rep)
 		if a.cfg.AutoRepair {
 			a.repair(ctx, rep, all)
@@ -334,17 +357,21 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 	if len(targets) == 0 {
 		return
 	}
+	// Node health for the breaker, from the latest class of every pod still on the node
+	// (a sweep that checked only changed pods does not see the others).
 	h := heal.NodeHealth{ZtunnelReady: a.ztunnelReady()}
+	a.mu.Lock()
 	for _, p := range all {
-		if enroll.Expect(p, nil, a.cfg.Settings).State == enroll.Captured {
+		switch c, ok := a.classes[p.UID]; {
+		case !ok || c == detect.ClassSkipped:
+		case c.Actionable():
+			h.AmbientPods++
+			h.Orphaned++
+		default:
 			h.AmbientPods++
 		}
 	}
-	for _, f := range rep.Findings {
-		if f.Actionable() {
-			h.Orphaned++
-		}
-	}
+	a.mu.Unlock()
 	for _, act := range a.healer.Heal(ctx, targets, map[string]heal.NodeHealth{a.cfg.NodeName: h}) {
 		a.m.repairs.WithLabelValues(act.Strategy, string(act.Result)).Inc()
 		a.log.Info("heal", "pod", act.Namespace+"/"+act.Name, "result", act.Result, "detail", act.Detail)
