@@ -118,6 +118,33 @@ type NodeHealth struct {
 	ZtunnelReady bool
 }
 
+// Count adds one checked pod of the node by its finding class: skipped pods are not ambient,
+// actionable ones are ambient and broken, every other class is ambient.
+func (h *NodeHealth) Count(c detect.Class) {
+	switch {
+	case c == detect.ClassSkipped:
+	case c.Actionable():
+		h.AmbientPods++
+		h.Orphaned++
+	default:
+		h.AmbientPods++
+	}
+}
+
+// PodReady reports whether a pod (such as a node's ztunnel) is Running, not being deleted,
+// and has its Ready condition True.
+func PodReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // Budget bounds how many pods one Heal call acts on. A zero field takes the default
 // (PerRun 5, PerNode 2, PerNamespace 3); a negative field means unlimited.
 type Budget struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshmedic/meshmedic/detect"
@@ -462,5 +463,31 @@ func TestNilPodTarget(t *testing.T) {
 	got := heal.NewHealer(newStub()).Heal(context.Background(), []heal.Target{{Class: detect.ClassOrphaned}}, nil)
 	if got[0].Result != heal.ResultNotActionable || !errors.Is(got[0].Err, heal.ErrUnknownNotHealed) {
 		t.Fatalf("got %+v", got[0])
+	}
+}
+
+func TestNodeHealthCountAndPodReady(t *testing.T) {
+	var h heal.NodeHealth
+	for _, c := range []detect.Class{detect.ClassCaptured, detect.ClassSkipped, detect.ClassOrphaned, detect.ClassPartial, detect.ClassUnknown} {
+		h.Count(c)
+	}
+	if h.AmbientPods != 4 || h.Orphaned != 2 {
+		t.Fatalf("got %+v, want 4 ambient (skipped excluded), 2 orphaned", h)
+	}
+	ready := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	if !heal.PodReady(ready) {
+		t.Fatal("a Running pod with Ready=True is ready")
+	}
+	pending := ready.DeepCopy()
+	pending.Status.Phase = corev1.PodPending
+	deleting := ready.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{}
+	notReady := ready.DeepCopy()
+	notReady.Status.Conditions[0].Status = corev1.ConditionFalse
+	for name, p := range map[string]*corev1.Pod{"pending": pending, "deleting": deleting, "not ready": notReady, "no condition": {Status: corev1.PodStatus{Phase: corev1.PodRunning}}} {
+		if heal.PodReady(p) {
+			t.Errorf("%s pod reported ready", name)
+		}
 	}
 }

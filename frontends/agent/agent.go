@@ -362,13 +362,8 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 	h := heal.NodeHealth{ZtunnelReady: a.ztunnelReady()}
 	a.mu.Lock()
 	for _, p := range all {
-		switch c, ok := a.classes[p.UID]; {
-		case !ok || c == detect.ClassSkipped:
-		case c.Actionable():
-			h.AmbientPods++
-			h.Orphaned++
-		default:
-			h.AmbientPods++
+		if c, ok := a.classes[p.UID]; ok {
+			h.Count(c)
 		}
 	}
 	a.mu.Unlock()
@@ -386,10 +381,8 @@ func (a *Agent) ztunnelReady() bool {
 		return false
 	}
 	for _, p := range list {
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
-				return true
-			}
+		if heal.PodReady(p) {
+			return true
 		}
 	}
 	return false

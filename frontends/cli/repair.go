@@ -157,10 +157,7 @@ func nodeHealth(ctx context.Context, setup *scanSetup, istioNS string, rep detec
 			continue
 		}
 		h := nodes[f.Node]
-		h.AmbientPods++
-		if f.Actionable() {
-			h.Orphaned++
-		}
+		h.Count(f.Class)
 		nodes[f.Node] = h
 	}
 	zt, err := setup.cs.CoreV1().Pods(istioNS).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
@@ -173,22 +170,10 @@ func nodeHealth(ctx context.Context, setup *scanSetup, istioNS string, rep detec
 		if !ok {
 			continue
 		}
-		h.ZtunnelReady = podReady(&p)
+		h.ZtunnelReady = heal.PodReady(&p)
 		nodes[p.Spec.NodeName] = h
 	}
 	return nodes, nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func renderRepair(s Streams, format string, out repairOutput) error {
