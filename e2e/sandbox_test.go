@@ -13,12 +13,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/meshmedic/meshmedic/e2e/controlplane"
 	"github.com/meshmedic/meshmedic/e2e/sandbox"
@@ -207,22 +205,7 @@ func mkNamespace(ctx context.Context, t *testing.T, e *env, name string, labels 
 
 func mkDeployment(ctx context.Context, t *testing.T, e *env, ns, name string, replicas int32, hostNetwork bool) {
 	t.Helper()
-	labels := map[string]string{"app": name}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(replicas),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					HostNetwork:                   hostNetwork,
-					TerminationGracePeriodSeconds: ptr.To[int64](1),
-					Containers:                    []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}},
-				},
-			},
-		},
-	}
+	d := sandbox.Deployment(sandbox.Workload{Namespace: ns, Name: name, Replicas: replicas, HostNetwork: hostNetwork})
 	_, err := e.cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
 	require.NoError(t, err)
 }

@@ -48,22 +48,7 @@ func CreateWorkloads(ctx context.Context, cs kubernetes.Interface, namespaces ma
 	}
 	want := map[string]int{}
 	for _, w := range ws {
-		labels := map[string]string{"app": w.Name}
-		d := &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To(w.Replicas),
-				Selector: &metav1.LabelSelector{MatchLabels: labels},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{
-						HostNetwork:                   w.HostNetwork,
-						TerminationGracePeriodSeconds: ptr.To[int64](1),
-						Containers:                    []corev1.Container{{Name: "app", Image: "registry.invalid/" + w.Name + ":1"}},
-					},
-				},
-			},
-		}
+		d := Deployment(w)
 		_, err := cs.AppsV1().Deployments(w.Namespace).Create(ctx, d, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("deployment %s/%s: %w", w.Namespace, w.Name, err)
@@ -90,4 +75,25 @@ func CreateWorkloads(ctx context.Context, cs kubernetes.Interface, namespaces ma
 		}
 		return true, nil
 	})
+}
+
+// Deployment is the sandbox's Deployment for w: pods labelled app=<name>, one container
+// whose image is never pulled (the sandbox node runs no containers), a 1 s grace period.
+func Deployment(w Workload) *appsv1.Deployment {
+	labels := map[string]string{"app": w.Name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(w.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					HostNetwork:                   w.HostNetwork,
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+					Containers:                    []corev1.Container{{Name: "app", Image: "registry.invalid/" + w.Name + ":1"}},
+				},
+			},
+		},
+	}
 }
