@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ErrNotProcRoot is returned by NewFS for a directory that is not laid out like /proc.
@@ -15,11 +16,30 @@ var ErrNotProcRoot = errors.New("not a proc root")
 
 // FS is a proc root: /proc, /host/proc (a DaemonSet with the host's /proc mounted), or a
 // test tree laid out the same way. meshmedic reads only <pid>/cgroup, <pid>/stat,
-// <pid>/ns/net (readlink), <pid>/net/{tcp,tcp6,udp,udp6,sockstat,sockstat6,fib_trie,if_inet6}
-// and 1/ns/net.
+// <pid>/ns/net (readlink) or <pid>/net/dev (stat), <pid>/net/{tcp,tcp6,udp,udp6,sockstat,
+// sockstat6,fib_trie,if_inet6} and 1/ns/net.
 type FS struct {
-	root string
+	root  string
+	ident NetnsIdentity
 }
+
+// NetnsIdentity is how an FS names a network namespace. Both are inode numbers that are
+// equal for two processes exactly when they share a netns; they are not comparable with
+// each other, so one FS uses one of them for every process.
+type NetnsIdentity string
+
+const (
+	// IdentityNsfs is the inode of the <pid>/ns/net link target ("net:[4026532201]"), the
+	// number `lsns` and `ip netns identify` show. Reading the link needs ptrace-read access
+	// to the process: a reader without capabilities gets EACCES for any process that has
+	// capabilities it lacks — most pod sandboxes.
+	IdentityNsfs NetnsIdentity = "nsfs"
+	// IdentityProcNet is the inode of <pid>/net/dev. The kernel creates the entries under
+	// /proc/<pid>/net once per network namespace (fs/proc/proc_net.c, per-netns
+	// proc_net directory), so the inode names the netns for as long as it lives, and
+	// stat needs no ptrace check: this is what a capability-free agent uses.
+	IdentityProcNet NetnsIdentity = "proc-net"
+)
 
 // NewFS checks that root exists and holds at least one process directory.
 func NewFS(root string) (FS, error) {
@@ -40,7 +60,7 @@ func NewFS(root string) (FS, error) {
 		names, err := f.Readdirnames(256)
 		for _, n := range names {
 			if _, ok := parsePID(n); ok {
-				return FS{root: root}, nil
+				return FS{root: root, ident: detectIdentity(root)}, nil
 			}
 		}
 		if err != nil {
@@ -49,8 +69,36 @@ func NewFS(root string) (FS, error) {
 	}
 }
 
+// detectIdentity picks IdentityProcNet when neither PID 1's nor kthreadd's ns/net link can
+// be read for lack of permission (the reader has fewer capabilities than they do), else
+// IdentityNsfs. A tree without PID 1 or 2 (a test fixture) keeps IdentityNsfs.
+func detectIdentity(root string) NetnsIdentity {
+	for _, pid := range []string{"1", "2"} {
+		_, err := os.Readlink(root + "/" + pid + "/ns/net")
+		if err == nil || !errors.Is(err, fs.ErrPermission) {
+			return IdentityNsfs
+		}
+	}
+	return IdentityProcNet
+}
+
 // Root returns the proc root's path.
 func (f FS) Root() string { return f.root }
+
+// Identity says how this FS names network namespaces (see NetnsIdentity).
+func (f FS) Identity() NetnsIdentity {
+	if f.ident == "" {
+		return IdentityNsfs
+	}
+	return f.ident
+}
+
+// WithIdentity returns a copy of f that names network namespaces by id instead of the
+// detected identity.
+func (f FS) WithIdentity(id NetnsIdentity) FS {
+	f.ident = id
+	return f
+}
 
 func (f FS) pidPath(pid int, elem string) string {
 	return f.root + "/" + strconv.Itoa(pid) + "/" + elem
@@ -84,9 +132,17 @@ func (f FS) PIDs() ([]int, error) {
 	return pids, nil
 }
 
-// NetnsOf returns the inode of process pid's network namespace, from the link target
-// "net:[4026532201]" of <pid>/ns/net.
+// NetnsOf returns the identity of process pid's network namespace: with IdentityNsfs the
+// inode from the link target "net:[4026532201]" of <pid>/ns/net, with IdentityProcNet the
+// inode of <pid>/net/dev.
 func (f FS) NetnsOf(pid int) (uint64, error) {
+	if f.ident == IdentityProcNet {
+		var st syscall.Stat_t
+		if err := syscall.Stat(f.pidPath(pid, "net/dev"), &st); err != nil {
+			return 0, &os.PathError{Op: "stat", Path: f.pidPath(pid, "net/dev"), Err: err}
+		}
+		return st.Ino, nil
+	}
 	target, err := os.Readlink(f.pidPath(pid, "ns/net"))
 	if err != nil {
 		return 0, err

@@ -1,7 +1,11 @@
 package netns_test
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -162,4 +166,110 @@ func TestKernelSocketsInUse(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, c2.TCP6, "flushing one listener moves the netns's own counter")
 	assert.NotEqual(t, c, c2)
+}
+
+// The capability-free agent cannot read a pod's ns/net link; FS then names each netns by the
+// inode of its net/dev entry. Both identities must group processes the same way.
+func TestKernelProcNetIdentity(t *testing.T) {
+	sim := newSim(t)
+	nsfs := procFS(t).WithIdentity(netns.IdentityNsfs)
+	pnet := nsfs.WithIdentity(netns.IdentityProcNet)
+	a, err := sim.AddPod(podsim.PodSpec{})
+	require.NoError(t, err)
+	b, err := sim.AddPod(podsim.PodSpec{Runtime: podsim.RuntimeCRIO})
+	require.NoError(t, err)
+	host, err := sim.AddPod(podsim.PodSpec{HostNetwork: true})
+	require.NoError(t, err)
+	_, err = sim.AddProcess(a) // same netns as a's sandbox
+	require.NoError(t, err)
+
+	byUID := func(fs netns.FS) map[string]netns.Sandbox {
+		sc, err := fs.Sandboxes()
+		require.NoError(t, err)
+		out := map[string]netns.Sandbox{}
+		for _, s := range sc.Sandboxes {
+			out[s.PodUID] = s
+		}
+		return out
+	}
+	n, p := byUID(nsfs), byUID(pnet)
+	ids := map[uint64]uint64{} // nsfs → proc-net: must be a bijection
+	for _, pod := range []*podsim.Pod{a, b, host} {
+		require.Contains(t, p, pod.UID)
+		assert.Equal(t, n[pod.UID].PID, p[pod.UID].PID)
+		assert.Equal(t, n[pod.UID].HostNetwork, p[pod.UID].HostNetwork)
+		assert.Equal(t, n[pod.UID].Processes, p[pod.UID].Processes)
+		assert.NotZero(t, p[pod.UID].Netns)
+		if prev, ok := ids[n[pod.UID].Netns]; ok {
+			assert.Equal(t, prev, p[pod.UID].Netns)
+		}
+		ids[n[pod.UID].Netns] = p[pod.UID].Netns
+	}
+	assert.NotEqual(t, p[a.UID].Netns, p[b.UID].Netns)
+	assert.True(t, p[host.UID].HostNetwork)
+	hostID, err := pnet.HostNetns()
+	require.NoError(t, err)
+	assert.Equal(t, hostID, p[host.UID].Netns)
+
+	// A replaced netns gets a new identity; Revalidate reports the old process gone.
+	before := p[b.UID]
+	require.NoError(t, sim.ReplaceNetns(b))
+	_, err = pnet.Revalidate(before)
+	assert.ErrorIs(t, err, netns.ErrProcessGone)
+	after := byUID(pnet)[b.UID]
+	assert.NotEqual(t, before.Netns, after.Netns)
+	ino, err := pnet.Revalidate(after)
+	require.NoError(t, err)
+	assert.Equal(t, after.Netns, ino)
+}
+
+// TestKernelCapabilityFree runs the walk and the listener read in a child process with no
+// capabilities at all, as uid 65532 (the DaemonSet's securityContext): NewFS must pick the
+// proc-net identity and still place and read every pod.
+func TestKernelCapabilityFree(t *testing.T) {
+	if os.Getenv("MESHMEDIC_CAPFREE_CHILD") == "1" {
+		capFreeChild(t)
+		return
+	}
+	sim := newSim(t)
+	setpriv, err := exec.LookPath("setpriv")
+	require.NoError(t, err, "setpriv (util-linux) is needed to drop capabilities")
+	a, err := sim.AddPod(podsim.PodSpec{})
+	require.NoError(t, err)
+	require.NoError(t, sim.Capture(a, true))
+	b, err := sim.AddPod(podsim.PodSpec{})
+	require.NoError(t, err)
+	require.NoError(t, sim.Capture(b, false))
+	require.NoError(t, sim.Flush(b, podsim.PortHBONE))
+
+	cmd := exec.Command(setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+		os.Args[0], "-test.run=^TestKernelCapabilityFree$", "-test.v")
+	cmd.Env = append(os.Environ(), "MESHMEDIC_CAPFREE_CHILD=1",
+		"MESHMEDIC_CAPFREE_PODS="+a.UID+"=captured,"+b.UID+"=partial")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "capability-free child:\n%s", out)
+	assert.Contains(t, string(out), "capfree-ok")
+}
+
+func capFreeChild(t *testing.T) {
+	status, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	require.Contains(t, string(status), "CapEff:\t0000000000000000", "the child must run without capabilities")
+	fs, err := netns.NewFS("/proc")
+	require.NoError(t, err)
+	require.Equal(t, netns.IdentityProcNet, fs.Identity(), "ns/net of PID 1 is unreadable without capabilities")
+	got := inspect(t, fs)
+	for _, kv := range strings.Split(os.Getenv("MESHMEDIC_CAPFREE_PODS"), ",") {
+		uid, want, _ := strings.Cut(kv, "=")
+		require.Contains(t, got, uid)
+		assert.NoError(t, got[uid].Err)
+		assert.Equal(t, netns.Capture(want), got[uid].Capture, "pod %s", uid)
+	}
+	c, err := fs.SocketsInUse(got[strings.Split(os.Getenv("MESHMEDIC_CAPFREE_PODS"), "=")[0]].PID)
+	require.NoError(t, err)
+	assert.Positive(t, c.TCP6)
+	if !t.Failed() {
+		fmt.Println("capfree-ok")
+	}
 }

@@ -52,8 +52,12 @@ type nodeScanPod struct {
 }
 
 type nodeScanOutput struct {
-	Pods     []nodeScanPod `json:"pods"`
-	Problems []string      `json:"problems,omitempty"`
+	// NetnsIdentity says what the pods' "netns" numbers are: "nsfs" (the ns/net inode lsns
+	// shows) or "proc-net" (the net/dev inode, used when ns/net cannot be read without
+	// capabilities). Numbers of different identities are not comparable.
+	NetnsIdentity string        `json:"netnsIdentity"`
+	Pods          []nodeScanPod `json:"pods"`
+	Problems      []string      `json:"problems,omitempty"`
 }
 
 func runNodeScan(c *ucli.Context, s Streams) error {
@@ -85,6 +89,7 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	} else if out, err = joinNodeScan(c, s, rep); err != nil {
 		return err
 	}
+	out.NetnsIdentity = string(fs.Identity())
 	for _, p := range rep.Problems {
 		out.Problems = append(out.Problems, p.Error())
 	}
