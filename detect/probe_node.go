@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -33,6 +34,32 @@ type NodeLocalProber struct {
 	gen   int // incremented by every walk
 
 	walkMu sync.Mutex // one walk at a time
+
+	hits, walks atomic.Uint64
+}
+
+// NodeStats counts how a NodeLocalProber placed pods.
+type NodeStats struct {
+	// CacheHits are pods placed from the cached sandbox map after a cheap revalidation
+	// (start time, cgroup, netns of one PID).
+	CacheHits uint64
+	// Walks are full walks of the proc root (every <pid>/cgroup), done only for pods the
+	// cache could not place.
+	Walks uint64
+}
+
+// Stats returns the prober's counters since it was made.
+func (p *NodeLocalProber) Stats() NodeStats {
+	return NodeStats{CacheHits: p.hits.Load(), Walks: p.walks.Load()}
+}
+
+// Cached returns the sandbox the prober last placed the pod with sandbox UID uid in,
+// without reading /proc (it may be stale: Probe revalidates it).
+func (p *NodeLocalProber) Cached(uid string) (netns.Sandbox, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.cache[uid]
+	return s, ok
 }
 
 // NewNodeLocalProber returns a prober over fs and r.
@@ -76,6 +103,7 @@ func (p *NodeLocalProber) sandbox(ctx context.Context, uid string) (netns.Sandbo
 	if ok {
 		ino, err := p.fs.Revalidate(s)
 		if err == nil {
+			p.hits.Add(1)
 			s.Netns = ino
 			return s, nil
 		}
@@ -93,6 +121,7 @@ func (p *NodeLocalProber) sandbox(ctx context.Context, uid string) (netns.Sandbo
 	walked := p.gen != gen
 	p.mu.Unlock()
 	if !walked {
+		p.walks.Add(1)
 		sc, err := p.fs.Sandboxes()
 		if err != nil {
 			return netns.Sandbox{}, fmt.Errorf("walking %s: %w", p.fs.Root(), err)

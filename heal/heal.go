@@ -418,6 +418,19 @@ func (b Breaker) open(nodes map[string]NodeHealth, node string) (bool, string) {
 	if !ok {
 		return true, "no health known for the node (fail closed)"
 	}
+	return b.Trips(n)
+}
+
+// Trips reports whether the breaker refuses heals on a node in health n, and why: ztunnel
+// not Ready, or at least MinPods ambient pods and OrphanFraction of them orphaned at once
+// (a node-level fault that evicting pods would not fix). Zero fields take their defaults.
+func (b Breaker) Trips(n NodeHealth) (bool, string) {
+	if b.MinPods <= 0 {
+		b.MinPods = defaultMinPods
+	}
+	if b.OrphanFraction <= 0 {
+		b.OrphanFraction = defaultFraction
+	}
 	if !n.ZtunnelReady {
 		return true, "ztunnel is not Ready"
 	}

@@ -26,7 +26,7 @@ func (f FS) SocketsInUse(pid int) (SocketCounts, error) {
 	var c SocketCounts
 	s4, err := pfs.NetSockstat()
 	if err != nil {
-		if gone(err) {
+		if gone(err) && !exists(f.root+"/"+strconv.Itoa(pid)) {
 			return c, fmt.Errorf("pid %d: %w", pid, ErrProcessGone)
 		}
 		return c, fmt.Errorf("pid %d: sockstat: %w", pid, err)

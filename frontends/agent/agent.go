@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -36,7 +39,7 @@ type Config struct {
 	NodeName       string
 	ProcRoot       string        // the host's /proc, e.g. /host/proc
 	MetricsAddr    string        // ":9100"; "" disables the HTTP server
-	Tick           time.Duration // how often changed pods are checked (default 2s)
+	Tick           time.Duration // how often triggered pods are checked (default 2s)
 	FullRecheck    time.Duration // slow re-check of every pod (default 60s)
 	Confirm        time.Duration // flap guard (default 10s)
 	AutoRepair     bool          // heal confirmed findings of Ready pods
@@ -45,16 +48,35 @@ type Config struct {
 	Strategy       heal.Strategy // default evict
 	Settings       enroll.Settings
 	IstioNamespace string
+	// YoungRechecks are the pod ages at which a new pod is checked again: reboot orphans
+	// are born when the sandbox is created, and ztunnel may lose a pod it captured a
+	// moment ago. Default 15s, 45s, 2m, 5m. Empty slice (not nil) disables.
+	YoungRechecks []time.Duration
+	// SocketCountInterval bounds how often a falling socket count re-checks one pod
+	// (a busy pod closes connections all the time). Default 5×Tick.
+	SocketCountInterval time.Duration
+	// Reader reads a pod's LISTEN sockets; nil: netns.ProcReader over ProcRoot.
+	Reader netns.SocketReader
+	// Breaker are the node circuit breaker's thresholds (zero: heal's defaults).
+	Breaker heal.Breaker
 }
 
-// Agent is the per-node runtime: it keeps this node's pods in an informer, checks a pod
-// when it changes (and every pod on a slow full re-check), confirms findings, publishes
-// the meshmedic.io/AmbientCaptured condition, and heals under heal's safety layer.
+// DefaultYoungRechecks are the ages at which a new pod is checked again.
+var DefaultYoungRechecks = []time.Duration{15 * time.Second, 45 * time.Second, 2 * time.Minute, 5 * time.Minute}
+
+// Agent is the per-node runtime: it keeps this node's pods in an informer and checks a pod
+// when something says it may have changed — it appeared, its annotation, IP, phase or
+// restarts changed, it is young, a finding awaits confirmation, its netns's own socket
+// counters fell, the node's ztunnel or istio-cni pod restarted — and every pod on a slow
+// full re-check. Findings are confirmed without blocking the sweep, published as the
+// meshmedic.io/AmbientCaptured condition, and healed under heal's safety layer.
 type Agent struct {
 	cfg    Config
 	cs     kubernetes.Interface
 	clock  clock.Clock
 	log    logr.Logger
+	fs     netns.FS
+	prober *detect.NodeLocalProber
 	engine *detect.Engine
 	healer *heal.Healer
 	events heal.EventSink
@@ -62,18 +84,37 @@ type Agent struct {
 	reg    *prometheus.Registry
 
 	pods     corelisters.PodLister
-	ztunnels corelisters.PodLister
+	podInf   cache.SharedIndexInformer
 	synced   []cache.InformerSynced
+	required int // listeners a captured pod has at least (socket-count trigger)
 
-	mu        sync.Mutex
-	dirty     map[types.UID]bool
-	published map[types.UID]corev1.ConditionStatus // last condition status written
-	reported  map[types.UID]detect.Class           // last confirmed class with an Event
-	classes   map[types.UID]detect.Class           // latest class of every pod checked (node health)
-	lastFull  time.Time
+	mu          sync.Mutex
+	dirty       map[types.UID]string // pod → why it is to be checked
+	all         string               // non-empty: check every pod at the next tick, and why
+	state       map[types.UID]*podState
+	lastFull    time.Time
+	breakerOpen bool
+	staleRV     string // the informer's resourceVersion at the last watch error; "" = fresh
+	lastHits    uint64
+	lastWalks   uint64
 
 	ready         atomic.Bool
+	repairDenied  atomic.Bool // --auto-repair asked for, but RBAC does not allow eviction
 	informerStart func(stop <-chan struct{})
+}
+
+// podState is what the agent remembers about one pod of its node.
+type podState struct {
+	class     detect.Class // latest class (node health, socket-count trigger)
+	checked   bool
+	published corev1.ConditionStatus // last condition status written ("" = none)
+	reported  detect.Class           // last confirmed class an Event was written for
+	due       time.Time              // a finding awaits confirmation: check again then
+	young     int                    // next index into YoungRechecks
+	sockets   int                    // TCP+TCP6 sockets in use at the last fast tick
+	sockRead  bool                   // sockets holds a reading
+	sockErr   bool                   // the last reading failed (triggers once)
+	sockCheck time.Time              // last check caused by the socket counters
 }
 
 // Option tunes an Agent.
@@ -102,13 +143,18 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	if cfg.IstioNamespace == "" {
 		cfg.IstioNamespace = "istio-system"
 	}
+	if cfg.YoungRechecks == nil {
+		cfg.YoungRechecks = DefaultYoungRechecks
+	}
+	if cfg.SocketCountInterval <= 0 {
+		cfg.SocketCountInterval = 5 * cfg.Tick
+	}
 	fs, err := netns.NewFS(cfg.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: cfg, cs: cs, clock: clock.RealClock{}, log: logr.Discard(),
-		dirty: map[types.UID]bool{}, published: map[types.UID]corev1.ConditionStatus{}, reported: map[types.UID]detect.Class{},
-		classes: map[types.UID]detect.Class{}}
+	a := &Agent{cfg: cfg, cs: cs, fs: fs, clock: clock.RealClock{}, log: logr.Discard(),
+		dirty: map[types.UID]string{}, state: map[types.UID]*podState{}, required: len(netns.CorePorts)}
 	for _, o := range opts {
 		o(a)
 	}
@@ -121,12 +167,28 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	podInf := factory.Core().V1().Pods()
 	nsFactory := informers.NewSharedInformerFactory(cs, 0) // namespaces: no node field selector
 	nsInf := nsFactory.Core().V1().Namespaces()
-	a.pods, a.ztunnels = podInf.Lister(), podInf.Lister()
+	a.pods, a.podInf = podInf.Lister(), podInf.Informer()
 	a.synced = []cache.InformerSynced{podInf.Informer().HasSynced, nsInf.Informer().HasSynced}
-	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { a.markDirty(o) },
+	if _, err := a.podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { a.onAdd(o) },
 		UpdateFunc: func(old, o any) { a.onUpdate(old, o) },
 	}); err != nil {
+		return nil, err
+	}
+	// During an API-server outage the informer keeps its last state; the agent keeps
+	// reading /proc but heals nothing until the watch has relisted (see stale).
+	watchErr := func(ctx context.Context, r *cache.Reflector, err error) {
+		a.mu.Lock()
+		if a.staleRV == "" {
+			a.staleRV = a.podInf.LastSyncResourceVersion()
+			if a.staleRV == "" {
+				a.staleRV = "-"
+			}
+		}
+		a.mu.Unlock()
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}
+	if err := a.podInf.SetWatchErrorHandlerWithContext(watchErr); err != nil {
 		return nil, err
 	}
 	nsLister := nsInf.Lister()
@@ -146,7 +208,12 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	nsGetter := detect.NamespaceGetterFunc(func(_ context.Context, name string) (*corev1.Namespace, error) {
 		return nsLister.Get(name)
 	})
-	a.engine = detect.New(lister, nsGetter, detect.NewNodeLocalProber(fs, netns.NewProcReader(fs)),
+	reader := cfg.Reader
+	if reader == nil {
+		reader = netns.NewProcReader(fs)
+	}
+	a.prober = detect.NewNodeLocalProber(fs, reader)
+	a.engine = detect.New(lister, nsGetter, a.prober,
 		detect.WithSettings(cfg.Settings), detect.WithNode(cfg.NodeName), detect.WithClock(a.clock),
 		detect.WithConfirmDelay(cfg.Confirm), detect.WithLogger(a.log))
 	a.events = heal.NewEventSink(cs.CoreV1(), "meshmedic-agent", heal.EventSinkLogger(a.log))
@@ -154,32 +221,71 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	if strategy == nil {
 		strategy = heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{})
 	}
-	a.healer = heal.NewHealer(strategy, heal.WithEvents(a.events), heal.WithClock(a.clock), heal.WithLogger(a.log))
+	a.healer = heal.NewHealer(strategy, heal.WithEvents(a.events), heal.WithClock(a.clock), heal.WithLogger(a.log),
+		heal.WithBreaker(cfg.Breaker))
 	a.informerStart = func(stop <-chan struct{}) { factory.Start(stop); nsFactory.Start(stop) }
 	return a, nil
 }
 
-// markDirty queues a pod for the next tick.
-func (a *Agent) markDirty(o any) {
-	if p, ok := o.(*corev1.Pod); ok {
-		a.mu.Lock()
-		a.dirty[p.UID] = true
-		a.mu.Unlock()
+// isInfra reports whether p is this node's ztunnel or istio-cni pod: when one of them
+// restarts or becomes Ready, every pod's capture may have changed.
+func (a *Agent) isInfra(p *corev1.Pod) bool {
+	return p.Namespace == a.cfg.IstioNamespace && (p.Labels["app"] == "ztunnel" || p.Labels["k8s-app"] == "istio-cni-node")
+}
+
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
 	}
+	return n
+}
+
+func (a *Agent) markDirty(p *corev1.Pod, why string) {
+	a.mu.Lock()
+	a.dirty[p.UID] = why
+	a.mu.Unlock()
+}
+
+func (a *Agent) markAll(why string) {
+	a.mu.Lock()
+	a.all = why
+	a.mu.Unlock()
+}
+
+func (a *Agent) onAdd(o any) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if a.isInfra(p) {
+		a.markAll("ztunnel or istio-cni pod " + p.Name + " appeared")
+	}
+	a.markDirty(p, "new pod")
 }
 
 // onUpdate checks a pod again when something that matters changed: the redirection
-// annotation, the pod IP, its phase or readiness — not on every status heartbeat.
+// annotation, the dataplane-mode label, the pod IP, its phase or container restarts — not
+// on every status heartbeat. A change of readiness or restarts of the node's ztunnel or
+// istio-cni pod re-checks every pod.
 func (a *Agent) onUpdate(old, o any) {
 	op, ok1 := old.(*corev1.Pod)
 	np, ok2 := o.(*corev1.Pod)
 	if !ok1 || !ok2 {
 		return
 	}
-	if op.Annotations[enroll.AnnotationRedirection] != np.Annotations[enroll.AnnotationRedirection] ||
-		op.Status.PodIP != np.Status.PodIP || op.Status.Phase != np.Status.Phase ||
-		op.Labels[enroll.LabelDataplaneMode] != np.Labels[enroll.LabelDataplaneMode] {
-		a.markDirty(np)
+	if a.isInfra(np) && (heal.PodReady(op) != heal.PodReady(np) || restarts(op) != restarts(np) || op.UID != np.UID) {
+		a.markAll(fmt.Sprintf("%s/%s restarted or changed readiness", np.Namespace, np.Name))
+	}
+	switch {
+	case op.Annotations[enroll.AnnotationRedirection] != np.Annotations[enroll.AnnotationRedirection]:
+		a.markDirty(np, "redirection annotation changed")
+	case op.Labels[enroll.LabelDataplaneMode] != np.Labels[enroll.LabelDataplaneMode]:
+		a.markDirty(np, "dataplane-mode label changed")
+	case op.Status.PodIP != np.Status.PodIP, op.Status.Phase != np.Status.Phase:
+		a.markDirty(np, "pod IP or phase changed")
+	case restarts(op) != restarts(np):
+		a.markDirty(np, "container restarted")
 	}
 }
 
@@ -199,7 +305,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
 		return fmt.Errorf("agent: informers did not sync: %w", ctx.Err())
 	}
-	a.log.Info("informers synced", "node", a.cfg.NodeName)
+	a.log.Info("informers synced", "node", a.cfg.NodeName, "netnsIdentity", a.fs.Identity())
+	a.checkPermissions(ctx)
 	for {
 		if err := a.RunOnce(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -208,17 +315,88 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.m.sweepErrors.Inc()
 			a.log.Error(err, "sweep failed")
 		}
+		// Jitter spreads the DaemonSet's sweeps (and their condition patches) over the tick.
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-a.clock.After(a.cfg.Tick):
+		case <-a.clock.After(jitter(a.cfg.Tick)):
 		}
 	}
 }
 
-// RunOnce is one sweep: the pods marked changed (or all of them when the full re-check
-// is due) are probed, findings confirmed, conditions published, and, when enabled,
-// confirmed findings healed.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// checkPermissions asks the API server (SelfSubjectAccessReview) whether this agent's
+// identity may do what its configuration needs, and says clearly what is missing. Without
+// pods/eviction create, --auto-repair is switched off (detection and the condition go on):
+// that is the detect-only RBAC of deploy/base.
+func (a *Agent) checkPermissions(ctx context.Context) {
+	type need struct {
+		verb, resource, sub, why string
+		repair                   bool
+	}
+	needs := []need{
+		{"patch", "pods", "status", "publish the " + string(detect.ConditionAmbientCaptured) + " condition", false},
+		{"create", "events", "", "write Events", false},
+	}
+	if a.cfg.AutoRepair {
+		needs = append(needs, need{"create", "pods", "eviction", "--auto-repair evicts confirmed orphans", true})
+	}
+	for _, n := range needs {
+		ok, err := a.allowed(ctx, n.verb, n.resource, n.sub)
+		res := n.resource
+		if n.sub != "" {
+			res += "/" + n.sub
+		}
+		switch {
+		case err != nil:
+			a.log.Error(err, "could not check permission (SelfSubjectAccessReview); going ahead", "verb", n.verb, "resource", res)
+		case !ok && n.repair:
+			a.repairDenied.Store(true)
+			a.m.repairEnabled.Set(0)
+			a.log.Error(nil, "--auto-repair is OFF: this ServiceAccount cannot "+n.verb+" "+res+
+				"; bind the repair ClusterRole (deploy/overlays/auto-repair) to heal; detection and the condition go on",
+				"verb", n.verb, "resource", res)
+		case !ok:
+			a.log.Error(nil, "missing permission: cannot "+n.verb+" "+res+", so the agent cannot "+n.why, "verb", n.verb, "resource", res)
+		}
+	}
+	if a.cfg.AutoRepair && !a.repairDenied.Load() {
+		a.m.repairEnabled.Set(1)
+	}
+}
+
+func (a *Agent) allowed(ctx context.Context, verb, resource, sub string) (bool, error) {
+	r, err := a.cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Verb: verb, Resource: resource, Subresource: sub}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	return r.Status.Allowed, nil
+}
+
+// stale reports whether the pod informer may be behind the API server: a watch failed and
+// the informer has not relisted since. The agent then heals nothing.
+func (a *Agent) stale() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.staleRV == "" {
+		return false
+	}
+	if rv := a.podInf.LastSyncResourceVersion(); rv != "" && rv != a.staleRV {
+		a.staleRV = ""
+		return false
+	}
+	return true
+}
+
+// RunOnce is one sweep: the pods something points at (or all of them when the full
+// re-check is due) are probed, findings confirmed once the confirm delay has passed,
+// conditions published, and, when enabled, confirmed findings healed.
 func (a *Agent) RunOnce(ctx context.Context) error {
 	start := a.clock.Now()
 	defer func() { a.m.sweepSeconds.Observe(a.clock.Since(start).Seconds()) }()
@@ -227,60 +405,192 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 		return err
 	}
 	a.m.podsTracked.Set(float64(len(all)))
-	a.mu.Lock()
-	full := a.lastFull.IsZero() || start.Sub(a.lastFull) >= a.cfg.FullRecheck
-	var pods []corev1.Pod
-	for _, p := range all {
-		if full || a.dirty[p.UID] {
-			pods = append(pods, *p)
-		}
-	}
-	a.dirty = map[types.UID]bool{}
-	present := make(map[types.UID]bool, len(all))
-	for _, p := range all {
-		present[p.UID] = true
-	}
-	for _, m := range []map[types.UID]detect.Class{a.classes, a.reported} { // forget pods that left the node
-		for uid := range m {
-			if !present[uid] {
-				delete(m, uid)
-			}
-		}
-	}
-	for uid := range a.published {
-		if !present[uid] {
-			delete(a.published, uid)
-		}
-	}
-	if full {
-		a.lastFull = start
-	}
-	a.mu.Unlock()
+	pods, full := a.selectPods(start, all)
 	if len(pods) > 0 {
 		rep, err := a.engine.ScanPods(ctx, pods)
 		if err != nil {
 			return err
 		}
-		if len(rep.Actionable()) > 0 {
-			if rep, err = a.engine.Confirm(ctx, rep); err != nil {
-				return err
-			}
-		}
-		a.mu.Lock()
-		for _, f := range rep.Findings {
-			a.classes[f.UID] = f.Class
-		}
-		a.mu.Unlock()
+		a.confirm(start, &rep)
 		a.publish(ctx, rep)
-		if a.cfg.AutoRepair {
-			a.repair(ctx, rep, all)
+		if a.cfg.AutoRepair && !a.repairDenied.Load() {
+			if a.stale() {
+				a.log.Info("not healing: the pod informer has not resynced since a watch error (API server unreachable?)")
+			} else {
+				a.repair(ctx, rep, all)
+			}
 		}
 		if full {
 			a.updateGauges(rep)
 		}
 	}
+	a.updateBreaker(ctx, all)
+	st := a.prober.Stats()
+	a.m.cacheHits.Add(float64(st.CacheHits - a.lastHits))
+	a.m.rebuilds.Add(float64(st.Walks - a.lastWalks))
+	a.lastHits, a.lastWalks = st.CacheHits, st.Walks
 	a.ready.Store(true)
 	return nil
+}
+
+// selectPods decides which pods this sweep checks, and forgets pods that left the node.
+func (a *Agent) selectPods(now time.Time, all []*corev1.Pod) ([]corev1.Pod, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	full := a.lastFull.IsZero() || now.Sub(a.lastFull) >= a.cfg.FullRecheck
+	why := map[types.UID]string{}
+	if full {
+		a.lastFull = now
+	} else if a.all != "" {
+		full = true
+		a.log.Info("re-checking every pod", "why", a.all)
+	}
+	a.all = ""
+	present := make(map[types.UID]bool, len(all))
+	for _, p := range all {
+		present[p.UID] = true
+		st := a.state[p.UID]
+		if st == nil {
+			st = &podState{}
+			a.state[p.UID] = st
+		}
+		if r, ok := a.dirty[p.UID]; ok {
+			why[p.UID] = r
+		}
+		if !st.due.IsZero() && !now.Before(st.due) {
+			why[p.UID] = "finding awaits confirmation"
+		}
+		if r := a.youngDue(now, p, st); r != "" {
+			why[p.UID] = r
+		}
+		if r := a.socketsFell(now, p, st); r != "" {
+			if _, already := why[p.UID]; !already && !full {
+				why[p.UID] = r
+			}
+		}
+	}
+	clear(a.dirty)
+	for uid := range a.state {
+		if !present[uid] {
+			delete(a.state, uid)
+		}
+	}
+	var out []corev1.Pod
+	for _, p := range all {
+		if full || why[p.UID] != "" {
+			out = append(out, *p)
+		}
+	}
+	if !full {
+		for _, r := range why {
+			a.m.triggers.WithLabelValues(triggerLabel(r)).Inc()
+		}
+	}
+	return out, full
+}
+
+func triggerLabel(why string) string {
+	switch {
+	case strings.HasPrefix(why, "young"):
+		return "young"
+	case strings.HasPrefix(why, "socket"):
+		return "socket-count"
+	case why == "finding awaits confirmation":
+		return "confirm"
+	default:
+		return "pod-change"
+	}
+}
+
+// youngDue: a pod younger than the last YoungRechecks age is checked again each time its
+// age crosses the next one (from status.startTime, when the kubelet accepted it).
+func (a *Agent) youngDue(now time.Time, p *corev1.Pod, st *podState) string {
+	if st.young >= len(a.cfg.YoungRechecks) {
+		return ""
+	}
+	born := p.CreationTimestamp.Time
+	if p.Status.StartTime != nil {
+		born = p.Status.StartTime.Time
+	}
+	age := now.Sub(born)
+	crossed := false
+	for st.young < len(a.cfg.YoungRechecks) && age >= a.cfg.YoungRechecks[st.young] {
+		st.young++
+		crossed = true
+	}
+	if crossed && st.checked {
+		return "young pod (" + age.Truncate(time.Second).String() + ")"
+	}
+	return ""
+}
+
+// socketsFell is the fast tick: the netns's own socket counters (net/sockstat{,6}: no walk
+// of the kernel's TCP hash table) of a pod last seen captured. Fewer sockets than a
+// captured pod's listeners means "check now"; a count that fell means "check soon" (at
+// most once per SocketCountInterval: busy pods close connections all the time); a
+// sandbox process that is gone means "check now", once. Other read errors (a proc tree
+// without the counters) leave the pod to the other triggers.
+func (a *Agent) socketsFell(now time.Time, p *corev1.Pod, st *podState) string {
+	if !st.checked || st.class != detect.ClassCaptured {
+		st.sockRead, st.sockErr = false, false
+		return ""
+	}
+	s, ok := a.prober.Cached(detect.SandboxUID(p))
+	if !ok || s.HostNetwork {
+		return ""
+	}
+	c, err := a.fs.SocketsInUse(s.PID)
+	if err != nil {
+		trigger := !st.sockErr && errors.Is(err, netns.ErrProcessGone)
+		st.sockErr, st.sockRead = true, false
+		if trigger {
+			return "socket counters gone with the sandbox process: " + err.Error()
+		}
+		return ""
+	}
+	st.sockErr = false
+	n := c.TCP + c.TCP6
+	prev, had := st.sockets, st.sockRead
+	st.sockets, st.sockRead = n, true
+	switch {
+	case n < a.required:
+		return fmt.Sprintf("socket count %d below the %d listeners of a captured pod", n, a.required)
+	case had && n < prev && now.Sub(st.sockCheck) >= a.cfg.SocketCountInterval:
+		st.sockCheck = now
+		return fmt.Sprintf("socket count fell from %d to %d", prev, n)
+	}
+	return ""
+}
+
+// confirm marks actionable findings confirmed when they have been seen at least twice and
+// for at least the confirm delay (the flap guard), without waiting inside the sweep: an
+// unconfirmed finding gets a due time and is checked again then.
+func (a *Agent) confirm(now time.Time, rep *detect.Report) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range rep.Findings {
+		f := &rep.Findings[i]
+		st := a.state[f.UID]
+		if st == nil {
+			st = &podState{}
+			a.state[f.UID] = st
+		}
+		st.class, st.checked = f.Class, true
+		if !f.Actionable() {
+			st.due = time.Time{}
+			continue
+		}
+		due := f.FirstSeen.Add(a.cfg.Confirm)
+		if a.cfg.Confirm <= 0 || (f.Confirmations >= 2 && !now.Before(due)) {
+			f.Confirmed = true
+			st.due = time.Time{}
+			continue
+		}
+		if !due.After(now) {
+			due = now.Add(a.cfg.Tick)
+		}
+		st.due = due
+	}
 }
 
 // publish patches the meshmedic.io/AmbientCaptured condition on pods/status when its status
@@ -296,27 +606,31 @@ func (a *Agent) publish(ctx context.Context, rep detect.Report) {
 		}
 		cond := detect.AmbientCapturedCondition(f, now)
 		a.mu.Lock()
-		prev, seen := a.published[f.UID]
+		st := a.state[f.UID]
 		a.mu.Unlock()
-		if !seen || prev != cond.Status {
+		if st == nil {
+			continue // left the node during the sweep
+		}
+		if st.published != cond.Status {
 			if err := a.patchCondition(ctx, f, cond); err != nil {
 				a.log.Error(err, "publishing condition", "pod", f.Key())
 			} else {
 				a.mu.Lock()
-				a.published[f.UID] = cond.Status
+				st.published = cond.Status
 				a.mu.Unlock()
 			}
 		}
 		a.mu.Lock()
-		last := a.reported[f.UID]
+		last := st.reported
 		if f.Confirmed {
-			a.reported[f.UID] = f.Class
+			st.reported = f.Class
 		} else {
-			delete(a.reported, f.UID)
+			st.reported = ""
 		}
 		a.mu.Unlock()
 		if f.Confirmed && last != f.Class {
 			a.m.confirmed.Inc()
+			a.log.Info("confirmed finding", "pod", f.Key(), "class", f.Class, "missing", f.Missing)
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: f.Name, UID: f.UID}}
 			a.events.Event(pod, corev1.EventTypeWarning, "MeshmedicAmbientOrphan",
 				fmt.Sprintf("ambient capture missing (%s): expected %v, present %v", f.Class, f.Expected, f.Present))
@@ -331,6 +645,20 @@ func (a *Agent) patchCondition(ctx context.Context, f detect.Finding, cond corev
 	}
 	_, err = a.cs.CoreV1().Pods(f.Namespace).Patch(ctx, f.Name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status")
 	return err
+}
+
+// nodeHealth is the breaker's input: this node's ztunnel readiness and the latest class of
+// every pod still on the node (a sweep that checked only some pods does not see the others).
+func (a *Agent) nodeHealth(all []*corev1.Pod) heal.NodeHealth {
+	h := heal.NodeHealth{ZtunnelReady: a.ztunnelReady(all)}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range all {
+		if st := a.state[p.UID]; st != nil && st.checked {
+			h.Count(st.class)
+		}
+	}
+	return h
 }
 
 // repair heals confirmed findings: Ready pods, and with RepairStuck not-Ready pods after
@@ -349,7 +677,7 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 		if pod == nil {
 			continue
 		}
-		if !f.Ready && !(a.cfg.RepairStuck && time.Duration(f.NotReadyFor) >= a.cfg.GracePeriod) {
+		if !f.Ready && !gatedByUs(pod) && !(a.cfg.RepairStuck && time.Duration(f.NotReadyFor) >= a.cfg.GracePeriod) {
 			continue
 		}
 		targets = append(targets, heal.Target{Pod: pod.DeepCopy(), Class: f.Class, Detail: f.Detail})
@@ -357,31 +685,92 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 	if len(targets) == 0 {
 		return
 	}
-	// Node health for the breaker, from the latest class of every pod still on the node
-	// (a sweep that checked only changed pods does not see the others).
-	h := heal.NodeHealth{ZtunnelReady: a.ztunnelReady()}
-	a.mu.Lock()
-	for _, p := range all {
-		if c, ok := a.classes[p.UID]; ok {
-			h.Count(c)
-		}
-	}
-	a.mu.Unlock()
-	for _, act := range a.healer.Heal(ctx, targets, map[string]heal.NodeHealth{a.cfg.NodeName: h}) {
+	health := map[string]heal.NodeHealth{a.cfg.NodeName: a.nodeHealth(all)}
+	for _, act := range a.healer.Heal(ctx, targets, health) {
 		a.m.repairs.WithLabelValues(act.Strategy, string(act.Result)).Inc()
 		a.log.Info("heal", "pod", act.Namespace+"/"+act.Name, "result", act.Result, "detail", act.Detail)
 	}
 }
 
-// ztunnelReady reports whether this node's ztunnel pod (app=ztunnel in the Istio
-// namespace) is Ready; not found = not Ready (heal's breaker then refuses: fail closed).
-func (a *Agent) ztunnelReady() bool {
-	list, err := a.ztunnels.Pods(a.cfg.IstioNamespace).List(labels.SelectorFromSet(labels.Set{"app": "ztunnel"}))
-	if err != nil {
+// gatedByUs reports whether a pod is not Ready only because of meshmedic's own condition:
+// it opted in to fail-closed with a readinessGate on meshmedic.io/AmbientCaptured and its
+// containers are ready. Such a pod is treated as Ready by --auto-repair — it went NotReady
+// because it is orphaned, which is exactly what healing fixes.
+func gatedByUs(p *corev1.Pod) bool {
+	gated := false
+	for _, g := range p.Spec.ReadinessGates {
+		if g.ConditionType == detect.ConditionAmbientCaptured {
+			gated = true
+		}
+	}
+	if !gated {
 		return false
 	}
-	for _, p := range list {
-		if heal.PodReady(p) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.ContainersReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// updateBreaker publishes the node-level finding: when the breaker would refuse heals on
+// this node (ztunnel not Ready, or most of its ambient pods orphaned at once) the gauge
+// meshmedic_node_breaker_open is 1, and an Event on the Node says so when it opens and
+// closes. Only pods are healed, never the node: this is for a human.
+func (a *Agent) updateBreaker(ctx context.Context, all []*corev1.Pod) {
+	h := a.nodeHealth(all)
+	if h.AmbientPods == 0 && !h.ZtunnelReady {
+		a.m.breakerOpen.Set(0) // no ambient pod here: nothing to protect, nothing to say
+		a.setBreaker(ctx, false, "")
+		return
+	}
+	open, why := a.cfg.Breaker.Trips(h)
+	if open {
+		a.m.breakerOpen.Set(1)
+	} else {
+		a.m.breakerOpen.Set(0)
+	}
+	a.setBreaker(ctx, open, why)
+}
+
+func (a *Agent) setBreaker(ctx context.Context, open bool, why string) {
+	a.mu.Lock()
+	changed := a.breakerOpen != open
+	a.breakerOpen = open
+	a.mu.Unlock()
+	if !changed {
+		return
+	}
+	reason, typ, msg := "MeshmedicNodeBreakerClosed", corev1.EventTypeNormal, "node circuit breaker closed: pods on this node may be healed again"
+	if open {
+		reason, typ, msg = "MeshmedicNodeBreakerOpen", corev1.EventTypeWarning, "node circuit breaker open, no pod on this node is healed: "+why
+	}
+	a.log.Info(msg, "node", a.cfg.NodeName)
+	a.nodeEvent(ctx, typ, reason, msg)
+}
+
+// nodeEvent writes an Event about this node (namespace default, as the kubelet's are).
+func (a *Agent) nodeEvent(ctx context.Context, typ, reason, msg string) {
+	now := metav1.NewTime(a.clock.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: a.cfg.NodeName + ".meshmedic-", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: a.cfg.NodeName, UID: types.UID(a.cfg.NodeName), APIVersion: "v1"},
+		Reason:         reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
+		Source: corev1.EventSource{Component: "meshmedic-agent", Host: a.cfg.NodeName},
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := a.cs.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		a.log.Error(err, "writing node Event", "reason", reason)
+	}
+}
+
+// ztunnelReady reports whether this node's ztunnel pod (app=ztunnel in the Istio
+// namespace) is Ready; not found = not Ready (heal's breaker then refuses: fail closed).
+func (a *Agent) ztunnelReady(all []*corev1.Pod) bool {
+	for _, p := range all {
+		if p.Namespace == a.cfg.IstioNamespace && p.Labels["app"] == "ztunnel" && heal.PodReady(p) {
 			return true
 		}
 	}

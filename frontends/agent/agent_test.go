@@ -3,11 +3,14 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/meshmedic/meshmedic/detect"
 	"github.com/meshmedic/meshmedic/enroll"
+	"github.com/meshmedic/meshmedic/heal"
 	nt "github.com/meshmedic/meshmedic/netns/netnstest"
 )
 
@@ -81,4 +85,248 @@ func TestNewRequiresNodeAndProcRoot(t *testing.T) {
 	assert.ErrorContains(t, err, "node name")
 	_, err = New(fake.NewClientset(), Config{NodeName: "n1", ProcRoot: t.TempDir()})
 	assert.ErrorContains(t, err, "not a proc root")
+}
+
+func sockstat(tcp6 int) map[string]string {
+	return map[string]string{
+		"net/sockstat":  "sockets: used 5\nTCP: inuse 0 orphan 0 tw 0 alloc 0 mem 0\nUDP: inuse 0 mem 0\n",
+		"net/sockstat6": fmt.Sprintf("TCP6: inuse %d\nUDP6: inuse 0\n", tcp6),
+	}
+}
+
+// harness is an agent over a proc tree and the fake clientset, with a fake clock, that
+// records condition patches and Events.
+type harness struct {
+	t       *testing.T
+	a       *Agent
+	cs      *fake.Clientset
+	clk     *clocktesting.FakeClock
+	tree    *nt.Tree
+	patches map[string]corev1.ConditionStatus
+	events  []string // reason of every Event created
+	ctx     context.Context
+}
+
+func newHarness(t *testing.T, cfg Config, objs ...runtime.Object) *harness {
+	h := &harness{t: t, tree: nt.NewTree(t), patches: map[string]corev1.ConditionStatus{},
+		clk: clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{enroll.LabelDataplaneMode: "ambient"}}}
+	h.cs = fake.NewClientset(append([]runtime.Object{ns}, objs...)...)
+	var mu sync.Mutex
+	h.cs.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pa := a.(k8stesting.PatchAction)
+		var body struct {
+			Status struct{ Conditions []corev1.PodCondition } `json:"status"`
+		}
+		require.NoError(t, json.Unmarshal(pa.GetPatch(), &body))
+		mu.Lock()
+		h.patches[pa.GetName()] = body.Status.Conditions[0].Status
+		mu.Unlock()
+		return true, nil, nil
+	})
+	h.cs.PrependReactor("create", "events", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		ev := a.(k8stesting.CreateAction).GetObject().(*corev1.Event)
+		mu.Lock()
+		h.events = append(h.events, ev.Reason)
+		mu.Unlock()
+		return true, ev, nil
+	})
+	cfg.NodeName, cfg.ProcRoot, cfg.Settings = "n1", h.tree.Root, enroll.DefaultSettings()
+	var err error
+	h.a, err = New(h.cs, cfg, WithClock(h.clk))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h.ctx = ctx
+	h.a.informerStart(ctx.Done())
+	require.True(t, cache.WaitForCacheSync(ctx.Done(), h.a.synced...))
+	return h
+}
+
+func (h *harness) sweep(step time.Duration) {
+	h.t.Helper()
+	h.clk.Step(step)
+	require.NoError(h.t, h.a.RunOnce(h.ctx))
+}
+
+func (h *harness) counter(name string, labels ...string) float64 {
+	h.t.Helper()
+	mfs, err := h.a.Registry().Gather()
+	require.NoError(h.t, err)
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() != labels[i+1] {
+						continue metric
+					}
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				total += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				total += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+const podA = "33333333-3333-3333-3333-333333333333"
+
+// The fast tick: between full re-checks only the netns's socket counters are read; when
+// they fall below the listeners of a captured pod the pod is checked at once, the finding
+// waits for the confirm delay without blocking the sweep, and then the condition flips.
+func TestSocketCountTriggersCheckAndConfirmWaitsWithoutBlocking(t *testing.T) {
+	h := newHarness(t, Config{Confirm: 10 * time.Second, FullRecheck: time.Hour}, ambientPod("a", podA))
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...)), Extra: sockstat(3)})
+	h.sweep(0)
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"])
+	assert.Equal(t, 1.0, h.counter("meshmedic_pidmap_rebuilds_total"))
+
+	h.sweep(2 * time.Second) // counters unchanged: nothing is checked
+	assert.Equal(t, 0.0, h.counter("meshmedic_checks_triggered_total"))
+
+	// The reboot orphan: the listeners vanish, and with them the netns's TCP6 count.
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6()), Extra: sockstat(0)})
+	h.sweep(2 * time.Second)
+	assert.Equal(t, 1.0, h.counter("meshmedic_checks_triggered_total", "trigger", "socket-count"))
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"], "not confirmed yet: the condition stays")
+	assert.Equal(t, 1.0, h.counter("meshmedic_pidmap_cache_hits_total"), "placed from the cache, no walk")
+	assert.Equal(t, 1.0, h.counter("meshmedic_pidmap_rebuilds_total"))
+
+	h.sweep(5 * time.Second) // confirm delay not yet over
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"])
+	h.sweep(5 * time.Second) // due: checked again, still orphaned → confirmed
+	assert.Equal(t, 1.0, h.counter("meshmedic_checks_triggered_total", "trigger", "confirm"))
+	assert.Equal(t, corev1.ConditionFalse, h.patches["a"])
+	assert.Equal(t, 1.0, h.counter("meshmedic_confirmed_findings_total"))
+	assert.Contains(t, h.events, "MeshmedicAmbientOrphan")
+}
+
+// A flap: the listeners come back before the confirm delay is over → never confirmed.
+func TestFlapIsNotConfirmed(t *testing.T) {
+	h := newHarness(t, Config{Confirm: 10 * time.Second, FullRecheck: time.Hour}, ambientPod("a", podA))
+	captured := nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...)), Extra: sockstat(3)}
+	h.tree.Add(captured)
+	h.sweep(0)
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6()), Extra: sockstat(0)})
+	h.sweep(2 * time.Second)
+	captured.Netns = 0 // the link exists already
+	h.tree.Add(captured)
+	h.sweep(10 * time.Second)
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"])
+	assert.Equal(t, 0.0, h.counter("meshmedic_confirmed_findings_total"))
+	assert.NotContains(t, h.events, "MeshmedicAmbientOrphan")
+}
+
+// A young pod is checked again as its age crosses each YoungRechecks mark, with no event
+// from the API: a listener lost moments after capture is caught without waiting for the
+// full re-check.
+func TestYoungPodIsRecheckedOverItsFirstMinutes(t *testing.T) {
+	p := ambientPod("a", podA)
+	start := metav1.NewTime(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	p.Status.StartTime = &start
+	h := newHarness(t, Config{Confirm: 0, FullRecheck: time.Hour, YoungRechecks: []time.Duration{15 * time.Second, time.Minute}}, p)
+	proc := nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))} // no sockstat: the fast tick has nothing
+	h.tree.Add(proc)
+	h.sweep(0)
+	require.Equal(t, corev1.ConditionTrue, h.patches["a"])
+	proc.Netns, proc.TCP6 = 0, nt.Ptr(nt.TCP6())
+	h.tree.Add(proc)
+	h.sweep(5 * time.Second)
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"], "age 5s: no re-check due")
+	h.sweep(10 * time.Second)
+	assert.Equal(t, 1.0, h.counter("meshmedic_checks_triggered_total", "trigger", "young"))
+	assert.Equal(t, corev1.ConditionFalse, h.patches["a"], "age 15s: re-checked, orphan found")
+}
+
+// The node's ztunnel restarting re-checks every pod; ztunnel not Ready opens the node
+// breaker: gauge 1 and a Warning Event on the Node, and it closes again when ztunnel is Ready.
+func TestZtunnelRestartRechecksAllAndBreakerFollowsReadiness(t *testing.T) {
+	zt := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-x", UID: "zt-1", Labels: map[string]string{"app": "ztunnel"}},
+		Spec: corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "istio-proxy"}}}}
+	h := newHarness(t, Config{Confirm: 0, FullRecheck: time.Hour}, ambientPod("a", podA), zt)
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
+	h.sweep(0)
+	assert.Equal(t, 0.0, h.counter("meshmedic_node_breaker_open"))
+	hitsBefore := h.counter("meshmedic_pidmap_cache_hits_total")
+
+	down := zt.DeepCopy()
+	down.Status.Conditions[0].Status = corev1.ConditionFalse
+	down.Status.ContainerStatuses[0].RestartCount = 1
+	_, err := h.cs.CoreV1().Pods("istio-system").UpdateStatus(h.ctx, down, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		p, err := h.a.pods.Pods("istio-system").Get("ztunnel-x")
+		return err == nil && !heal.PodReady(p)
+	}, 5*time.Second, 10*time.Millisecond)
+	h.sweep(time.Second)
+	assert.Greater(t, h.counter("meshmedic_pidmap_cache_hits_total"), hitsBefore, "every pod re-checked")
+	assert.Equal(t, 1.0, h.counter("meshmedic_node_breaker_open"))
+	assert.Contains(t, h.events, "MeshmedicNodeBreakerOpen")
+
+	_, err = h.cs.CoreV1().Pods("istio-system").UpdateStatus(h.ctx, zt, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		p, err := h.a.pods.Pods("istio-system").Get("ztunnel-x")
+		return err == nil && heal.PodReady(p)
+	}, 5*time.Second, 10*time.Millisecond)
+	h.sweep(time.Second)
+	assert.Equal(t, 0.0, h.counter("meshmedic_node_breaker_open"))
+	assert.Contains(t, h.events, "MeshmedicNodeBreakerClosed")
+}
+
+// With --auto-repair but an identity that may not evict (deploy/base's detect-only role),
+// the agent switches auto-repair off and says so; the metric shows it.
+func TestAutoRepairOffWithoutEvictionPermission(t *testing.T) {
+	h := newHarness(t, Config{AutoRepair: true})
+	var asked []string
+	h.cs.PrependReactor("create", "selfsubjectaccessreviews", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		r := act.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		ra := r.Spec.ResourceAttributes
+		asked = append(asked, ra.Verb+" "+ra.Resource+"/"+ra.Subresource)
+		r.Status.Allowed = ra.Subresource != "eviction"
+		return true, r, nil
+	})
+	h.a.checkPermissions(h.ctx)
+	assert.Equal(t, []string{"patch pods/status", "create events/", "create pods/eviction"}, asked)
+	assert.True(t, h.a.repairDenied.Load())
+	assert.Equal(t, 0.0, h.counter("meshmedic_auto_repair_enabled"))
+
+	h2 := newHarness(t, Config{AutoRepair: true})
+	h2.cs.PrependReactor("create", "selfsubjectaccessreviews", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		r := act.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		r.Status.Allowed = true
+		return true, r, nil
+	})
+	h2.a.checkPermissions(h2.ctx)
+	assert.False(t, h2.a.repairDenied.Load())
+	assert.Equal(t, 1.0, h2.counter("meshmedic_auto_repair_enabled"))
+}
+
+func TestGatedByUs(t *testing.T) {
+	p := ambientPod("a", podA)
+	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus) corev1.PodCondition {
+		return corev1.PodCondition{Type: t, Status: s}
+	}
+	p.Status.Conditions = []corev1.PodCondition{cond(corev1.PodReady, corev1.ConditionFalse), cond(corev1.ContainersReady, corev1.ConditionTrue)}
+	assert.False(t, gatedByUs(p), "no readiness gate")
+	p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: detect.ConditionAmbientCaptured}}
+	assert.True(t, gatedByUs(p), "containers ready, only our gate holds it back")
+	p.Status.Conditions[1].Status = corev1.ConditionFalse
+	assert.False(t, gatedByUs(p), "containers not ready: a stuck pod, not ours")
 }

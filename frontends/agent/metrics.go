@@ -3,12 +3,17 @@ package agent
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	findings     *prometheus.GaugeVec
-	confirmed    prometheus.Counter
-	repairs      *prometheus.CounterVec
-	sweepSeconds prometheus.Histogram
-	sweepErrors  prometheus.Counter
-	podsTracked  prometheus.Gauge
+	findings      *prometheus.GaugeVec
+	confirmed     prometheus.Counter
+	repairs       *prometheus.CounterVec
+	sweepSeconds  prometheus.Histogram
+	sweepErrors   prometheus.Counter
+	podsTracked   prometheus.Gauge
+	cacheHits     prometheus.Counter
+	rebuilds      prometheus.Counter
+	breakerOpen   prometheus.Gauge
+	triggers      *prometheus.CounterVec
+	repairEnabled prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,7 +30,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sweeps that failed."}),
 		podsTracked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_pods_tracked",
 			Help: "Pods on this node in the agent's informer."}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshmedic_pidmap_cache_hits_total",
+			Help: "Pods placed from the cached pod→sandbox-PID map after a cheap revalidation."}),
+		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshmedic_pidmap_rebuilds_total",
+			Help: "Full walks of the host's /proc to rebuild the pod→sandbox-PID map."}),
+		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_node_breaker_open",
+			Help: "1 when the node circuit breaker refuses heals on this node (ztunnel not Ready, or most ambient pods orphaned at once)."}),
+		triggers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshmedic_checks_triggered_total",
+			Help: "Pod checks outside the full re-check, by trigger (pod-change, young, confirm, socket-count)."}, []string{"trigger"}),
+		repairEnabled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_auto_repair_enabled",
+			Help: "1 when --auto-repair is on and the agent may evict (checked with a SelfSubjectAccessReview at start); 0 otherwise."}),
 	}
-	reg.MustRegister(m.findings, m.confirmed, m.repairs, m.sweepSeconds, m.sweepErrors, m.podsTracked)
+	reg.MustRegister(m.repairEnabled, m.findings, m.confirmed, m.repairs, m.sweepSeconds, m.sweepErrors, m.podsTracked,
+		m.cacheHits, m.rebuilds, m.breakerOpen, m.triggers)
 	return m
 }

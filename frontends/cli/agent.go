@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
@@ -22,14 +24,18 @@ func agentCommand(s Streams) *ucli.Command {
 		&ucli.BoolFlag{Name: "auto-repair", Usage: "evict confirmed orphans of Ready pods (PDBs, budgets, backoff, bare-pod refusal and the node breaker apply)"},
 		&ucli.BoolFlag{Name: "repair-stuck", Usage: "with --auto-repair, also heal not-Ready orphans after --grace-period"},
 		&ucli.DurationFlag{Name: "grace-period", Value: 5 * time.Minute, Usage: "how long a not-Ready orphan waits before --repair-stuck heals it"},
+		&ucli.StringFlag{Name: "young-rechecks", Value: "15s,45s,2m,5m", Usage: "pod ages at which a new pod is checked again (comma-separated durations; \"\" disables)"},
+		&ucli.DurationFlag{Name: "socket-count-interval", DefaultText: "5×--tick", Usage: "a falling socket count re-checks one pod at most this often"},
 	}
 	flags = append(flags, kubeFlags()...)
 	flags = append(flags, istioFlags()...)
 	return &ucli.Command{
 		Name:  "agent",
 		Usage: "run the per-node DaemonSet runtime: detect from the host's /proc, publish a pod condition, heal under policy",
-		Description: "Watches this node's pods, checks a pod when it appears or changes and every pod on a slow\n" +
-			"re-check, confirms findings after the flap guard, and publishes the pod condition\n" +
+		Description: "Watches this node's pods and checks a pod when it appears or changes, while it is young, when\n" +
+			"its netns's own socket counters fall (no hash-table walk), when the node's ztunnel or istio-cni\n" +
+			"pod restarts, and every pod on a slow re-check. Confirms findings after the flap guard without\n" +
+			"blocking, and publishes the pod condition\n" +
 			"meshmedic.io/AmbientCaptured (True/False/Unknown) on pods/status. With --auto-repair it evicts\n" +
 			"confirmed orphans through the same safety layer as `repair`. Metrics on --metrics-addr.",
 		Flags: flags,
@@ -39,6 +45,10 @@ func agentCommand(s Streams) *ucli.Command {
 			}
 			if c.String("node") == "" {
 				return usagef("agent needs --node (or NODE_NAME)")
+			}
+			young, err := parseDurations(c.String("young-rechecks"))
+			if err != nil {
+				return usagef("--young-rechecks: %v", err)
 			}
 			cs, err := clientset(c)
 			if err != nil {
@@ -54,6 +64,7 @@ func agentCommand(s Streams) *ucli.Command {
 				Tick: c.Duration("tick"), FullRecheck: c.Duration("full-recheck"), Confirm: c.Duration("confirm"),
 				AutoRepair: c.Bool("auto-repair"), RepairStuck: c.Bool("repair-stuck"), GracePeriod: c.Duration("grace-period"),
 				Settings: settings, IstioNamespace: c.String("istio-namespace"),
+				YoungRechecks: young, SocketCountInterval: c.Duration("socket-count-interval"),
 				Strategy: heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{}),
 			}, agent.WithLogger(log))
 			if err != nil {
@@ -62,4 +73,24 @@ func agentCommand(s Streams) *ucli.Command {
 			return a.Run(c.Context)
 		},
 	}
+}
+
+// parseDurations parses "15s,45s,2m"; "" is an empty (non-nil) list.
+func parseDurations(s string) ([]time.Duration, error) {
+	out := []time.Duration{}
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return nil, err
+		}
+		if d <= 0 {
+			return nil, fmt.Errorf("%q is not positive", f)
+		}
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out, nil
 }
