@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: build install test lint unit fuzz e2e controlplane demo demo-down bench clean
+.PHONY: build install test lint unit fuzz e2e controlplane demo demo-down bench clean docs
 
 DEMO_STATE ?= /tmp/meshmedic-sandbox
 
@@ -75,6 +75,10 @@ demo: build controlplane
 demo-down:
 	@[ -x bin/meshmedic-sandbox ] || $(GO) build -o bin/meshmedic-sandbox ./e2e/sandbox/cmd/meshmedic-sandbox
 	bin/meshmedic-sandbox down --state $(DEMO_STATE)
+
+# docs/cli.md from the command tree in frontends/cli (go test ./frontends/cli fails when it is stale).
+docs:
+	$(GO) run ./frontends/cli/gendocs
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
