@@ -98,6 +98,8 @@ type Agent struct {
 	lastHits    uint64
 	lastWalks   uint64
 
+	newEngine func() // (re)builds prober and engine: benchmarks start from an empty cache
+
 	ready         atomic.Bool
 	repairDenied  atomic.Bool // --auto-repair asked for, but RBAC does not allow eviction
 	informerStart func(stop <-chan struct{})
@@ -212,19 +214,28 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	if reader == nil {
 		reader = netns.NewProcReader(fs)
 	}
-	a.prober = detect.NewNodeLocalProber(fs, reader)
-	a.engine = detect.New(lister, nsGetter, a.prober,
-		detect.WithSettings(cfg.Settings), detect.WithNode(cfg.NodeName), detect.WithClock(a.clock),
-		detect.WithConfirmDelay(cfg.Confirm), detect.WithLogger(a.log))
+	a.newEngine = func() {
+		a.prober = detect.NewNodeLocalProber(fs, reader)
+		a.engine = detect.New(lister, nsGetter, a.prober,
+			detect.WithSettings(cfg.Settings), detect.WithNode(cfg.NodeName), detect.WithClock(a.clock),
+			detect.WithConfirmDelay(cfg.Confirm), detect.WithLogger(a.log))
+	}
+	a.newEngine()
 	a.events = heal.NewEventSink(cs.CoreV1(), "meshmedic-agent", heal.EventSinkLogger(a.log))
 	strategy := cfg.Strategy
 	if strategy == nil {
-		strategy = heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{})
+		strategy = NewEvictStrategy(cs)
 	}
 	a.healer = heal.NewHealer(strategy, heal.WithEvents(a.events), heal.WithClock(a.clock), heal.WithLogger(a.log),
 		heal.WithBreaker(cfg.Breaker))
 	a.informerStart = func(stop <-chan struct{}) { factory.Start(stop); nsFactory.Start(stop) }
 	return a, nil
+}
+
+// NewEvictStrategy is the agent's default heal strategy: eviction that does not wait for
+// the pod to go (the informer sees it go; a sweep must not stall for a grace period).
+func NewEvictStrategy(cs kubernetes.Interface) heal.Strategy {
+	return heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{Timeout: -1})
 }
 
 // isInfra reports whether p is this node's ztunnel or istio-cni pod: when one of them
@@ -674,8 +685,8 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 			continue
 		}
 		pod := byUID[f.UID]
-		if pod == nil {
-			continue
+		if pod == nil || pod.DeletionTimestamp != nil {
+			continue // gone, or already going
 		}
 		if !f.Ready && !gatedByUs(pod) && !(a.cfg.RepairStuck && time.Duration(f.NotReadyFor) >= a.cfg.GracePeriod) {
 			continue

@@ -1,6 +1,9 @@
 package agent
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
 
 type metrics struct {
 	findings      *prometheus.GaugeVec
@@ -41,6 +44,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		repairEnabled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_auto_repair_enabled",
 			Help: "1 when --auto-repair is on and the agent may evict (checked with a SelfSubjectAccessReview at start); 0 otherwise."}),
 	}
+	// The agent's own memory and CPU (process_resident_memory_bytes, go_memstats_*): its
+	// budget is part of what an operator watches.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.repairEnabled, m.findings, m.confirmed, m.repairs, m.sweepSeconds, m.sweepErrors, m.podsTracked,
 		m.cacheHits, m.rebuilds, m.breakerOpen, m.triggers)
 	return m

@@ -10,7 +10,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/meshmedic/meshmedic/frontends/agent"
-	"github.com/meshmedic/meshmedic/heal"
 )
 
 func agentCommand(s Streams) *ucli.Command {
@@ -65,7 +64,7 @@ func agentCommand(s Streams) *ucli.Command {
 				AutoRepair: c.Bool("auto-repair"), RepairStuck: c.Bool("repair-stuck"), GracePeriod: c.Duration("grace-period"),
 				Settings: settings, IstioNamespace: c.String("istio-namespace"),
 				YoungRechecks: young, SocketCountInterval: c.Duration("socket-count-interval"),
-				Strategy: heal.NewEvict(heal.NewEvicter(cs.CoreV1().RESTClient()), cs.CoreV1(), heal.EvictOptions{}),
+				Strategy: agent.NewEvictStrategy(cs),
 			}, agent.WithLogger(log))
 			if err != nil {
 				return err
