@@ -117,6 +117,7 @@ type podState struct {
 	sockRead  bool                   // sockets holds a reading
 	sockErr   bool                   // the last reading failed (triggers once)
 	sockCheck time.Time              // last check caused by the socket counters
+	refused   heal.Result            // a refusal that cannot change for this pod UID (bare pod): not asked again
 }
 
 // Option tunes an Agent.
@@ -688,6 +689,13 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 		if pod == nil || pod.DeletionTimestamp != nil {
 			continue // gone, or already going
 		}
+		a.mu.Lock()
+		st := a.state[f.UID]
+		refused := st != nil && st.refused != ""
+		a.mu.Unlock()
+		if refused {
+			continue // refused once with an Event; the pod's owner cannot change
+		}
 		if !f.Ready && !gatedByUs(pod) && !(a.cfg.RepairStuck && time.Duration(f.NotReadyFor) >= a.cfg.GracePeriod) {
 			continue
 		}
@@ -698,6 +706,13 @@ func (a *Agent) repair(ctx context.Context, rep detect.Report, all []*corev1.Pod
 	}
 	health := map[string]heal.NodeHealth{a.cfg.NodeName: a.nodeHealth(all)}
 	for _, act := range a.healer.Heal(ctx, targets, health) {
+		if act.Result == heal.ResultRefusedBarePod {
+			a.mu.Lock()
+			if st := a.state[act.UID]; st != nil {
+				st.refused = act.Result
+			}
+			a.mu.Unlock()
+		}
 		a.m.repairs.WithLabelValues(act.Strategy, string(act.Result)).Inc()
 		a.log.Info("heal", "pod", act.Namespace+"/"+act.Name, "result", act.Result, "detail", act.Detail)
 	}

@@ -330,3 +330,34 @@ func TestGatedByUs(t *testing.T) {
 	p.Status.Conditions[1].Status = corev1.ConditionFalse
 	assert.False(t, gatedByUs(p), "containers not ready: a stuck pod, not ours")
 }
+
+// A bare orphan is refused once, with one Event; later sweeps do not ask heal again (its
+// owner cannot change), so there is no refusal Event every full re-check.
+func TestBareOrphanRefusedOnce(t *testing.T) {
+	zt := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-x", UID: "zt-1", Labels: map[string]string{"app": "ztunnel"}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	h := newHarness(t, Config{AutoRepair: true, Confirm: 0, FullRecheck: time.Minute, Strategy: failStrategy{t}},
+		ambientPod("bare", podA), zt)
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003, TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6())})
+	for range 3 {
+		h.sweep(time.Minute) // a full re-check each time
+	}
+	assert.Equal(t, 1.0, h.counter("meshmedic_repairs_total", "result", string(heal.ResultRefusedBarePod)))
+	n := 0
+	for _, r := range h.events {
+		if r == heal.ReasonRefusedBarePod {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "one refusal Event, not one per sweep: %v", h.events)
+}
+
+// failStrategy fails the test if heal ever gets past its own refusals to the strategy.
+type failStrategy struct{ t *testing.T }
+
+func (failStrategy) Name() string { return "evict" }
+func (s failStrategy) Heal(context.Context, heal.Target, bool) (heal.Result, error) {
+	s.t.Error("the strategy must not run for a bare pod")
+	return heal.ResultFailed, nil
+}
