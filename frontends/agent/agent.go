@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -171,6 +172,14 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 	nsFactory := informers.NewSharedInformerFactory(cs, 0) // namespaces: no node field selector
 	nsInf := nsFactory.Core().V1().Namespaces()
 	a.pods, a.podInf = podInf.Lister(), podInf.Informer()
+	// The informers keep what the agent reads, not managedFields or kubectl's
+	// last-applied copy of the whole object: the agent's memory is per node, per pod.
+	if err := a.podInf.SetTransform(slimObject); err != nil {
+		return nil, err
+	}
+	if err := nsInf.Informer().SetTransform(slimObject); err != nil {
+		return nil, err
+	}
 	a.synced = []cache.InformerSynced{podInf.Informer().HasSynced, nsInf.Informer().HasSynced}
 	if _, err := a.podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { a.onAdd(o) },
@@ -231,6 +240,22 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 		heal.WithBreaker(cfg.Breaker))
 	a.informerStart = func(stop <-chan struct{}) { factory.Start(stop); nsFactory.Start(stop) }
 	return a, nil
+}
+
+// slimObject drops what the agent never reads from a cached object: managedFields and the
+// kubectl.kubernetes.io/last-applied-configuration annotation (a second copy of the spec).
+func slimObject(o any) (any, error) {
+	if m, ok := o.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if ann := m.GetAnnotations(); ann != nil {
+			if _, ok := ann[corev1.LastAppliedConfigAnnotation]; ok {
+				ann = maps.Clone(ann)
+				delete(ann, corev1.LastAppliedConfigAnnotation)
+				m.SetAnnotations(ann)
+			}
+		}
+	}
+	return o, nil
 }
 
 // NewEvictStrategy is the agent's default heal strategy: eviction that does not wait for
