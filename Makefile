@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: build install test lint unit fuzz e2e controlplane demo demo-down bench clean docs
+.PHONY: build install test lint unit fuzz e2e controlplane tools demo demo-down bench clean docs
 
 DEMO_STATE ?= /tmp/meshmedic-sandbox
 
@@ -51,9 +51,13 @@ fuzz:
 controlplane:
 	e2e/controlplane/build.sh >/dev/null
 
+# helm (pinned) for the deploy/ chart checks of the sandbox tier, cached like the control plane.
+tools:
+	e2e/tools/build-helm.sh >/dev/null
+
 # The sandbox tier: TestSandbox/<scenario> against a real kube-apiserver, etcd,
 # controller-manager and scheduler on 127.0.0.1 and a node of real kernel objects.
-e2e: controlplane
+e2e: controlplane tools
 	$(GO) test -tags sandbox -count=1 -timeout 30m -v -run 'TestSandbox|TestControlPlane' ./e2e/...
 
 # The README's first command: a sandbox with broken ambient pods, and meshmedic on it.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the sandbox control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)
-# from the Go module proxy into a versioned cache directory and prints that bin directory on stdout.
+# and kubectl (same k8s.io/kubernetes version; the deploy/ manifests are validated with it) from
+# the Go module proxy into a versioned cache directory and prints that bin directory on stdout.
 #
 #   e2e/controlplane/build.sh            # build (or reuse) and print the bin dir
 #   BIN=$(e2e/controlplane/build.sh)     # what tests and .ci/run do
@@ -32,7 +33,7 @@ k8s_minor=${BASH_REMATCH[1]}
 cache_root=${MESHMEDIC_CACHE:-$HOME/.cache/meshmedic}
 root=$cache_root/controlplane/k8s-$k8s_version-etcd-$etcd_version
 bin=$root/bin
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 log() { echo "build.sh: $*" >&2; }
 
@@ -141,11 +142,12 @@ vpkg=k8s.io/component-base/version
 k8s_ldflags="-s -w -X $vpkg.gitVersion=$k8s_version -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$k8s_minor -X $vpkg.gitTreeState=clean"
 
 start=$SECONDS
-log "building kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version (GOCACHE=$(go env GOCACHE))"
+log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $k8s_version (GOCACHE=$(go env GOCACHE))"
 (cd "$k8s_src" && go build -ldflags "$k8s_ldflags" -o "$stage/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
-	k8s.io/kubernetes/cmd/kube-scheduler) >&2
+	k8s.io/kubernetes/cmd/kube-scheduler \
+	k8s.io/kubernetes/cmd/kubectl) >&2
 log "kubernetes built in $((SECONDS - start))s"
 
 start=$SECONDS
