@@ -12,12 +12,15 @@ import (
 	"time"
 )
 
-// BuildBinary builds the real meshmedic binary into dir and returns its path.
-func BuildBinary(ctx context.Context, dir string) (string, error) {
+// BuildBinary builds the real meshmedic binary into dir and returns its path; flags are
+// extra `go build` flags (e.g. the release image's -trimpath -ldflags=-s -w).
+func BuildBinary(ctx context.Context, dir string, flags ...string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
 	out := filepath.Join(dir, "meshmedic")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./frontends/meshmedic")
+	args := append(append([]string{"build"}, flags...), "-o", out, "./frontends/meshmedic")
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build meshmedic: %w\n%s", err, b)

@@ -83,6 +83,11 @@ func TestSandbox(t *testing.T) {
 	t.Run("repair", func(t *testing.T) { scenarioRepair(ctx, t, e) })
 	t.Run("toggle", func(t *testing.T) { scenarioToggle(ctx, t, e) })
 	t.Run("agent-detects-and-heals", func(t *testing.T) { scenarioAgent(ctx, t, e) })
+	t.Run("apiserver-restart", func(t *testing.T) { scenarioAgentAPIServerRestart(ctx, t, e) })
+	t.Run("rbac-least-privilege", func(t *testing.T) { scenarioAgentRBACLeastPrivilege(ctx, t, e) })
+	t.Run("readiness-gate", func(t *testing.T) { scenarioAgentReadinessGate(ctx, t, e) })
+	t.Run("examples", func(t *testing.T) { scenarioExamples(ctx, t, e) })
+	t.Run("deploy-manifests", func(t *testing.T) { scenarioDeployManifests(ctx, t, e) })
 }
 
 // nodeScan runs `meshmedic node scan` joined with the API, as JSON.

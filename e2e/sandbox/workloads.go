@@ -21,6 +21,9 @@ type Workload struct {
 	Namespace, Name string
 	Replicas        int32
 	HostNetwork     bool
+	// ReadinessGates are condition types added as the pods' readinessGates (e.g.
+	// meshmedic.io/AmbientCaptured: the pod is Ready only while the agent says it is captured).
+	ReadinessGates []corev1.PodConditionType
 }
 
 // DemoWorkloads: an ambient namespace with a few services, and a namespace outside the mesh.
@@ -81,6 +84,10 @@ func CreateWorkloads(ctx context.Context, cs kubernetes.Interface, namespaces ma
 // whose image is never pulled (the sandbox node runs no containers), a 1 s grace period.
 func Deployment(w Workload) *appsv1.Deployment {
 	labels := map[string]string{"app": w.Name}
+	var gates []corev1.PodReadinessGate
+	for _, c := range w.ReadinessGates {
+		gates = append(gates, corev1.PodReadinessGate{ConditionType: c})
+	}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name},
 		Spec: appsv1.DeploymentSpec{
@@ -90,6 +97,7 @@ func Deployment(w Workload) *appsv1.Deployment {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					HostNetwork:                   w.HostNetwork,
+					ReadinessGates:                gates,
 					TerminationGracePeriodSeconds: ptr.To[int64](1),
 					Containers:                    []corev1.Container{{Name: "app", Image: "registry.invalid/" + w.Name + ":1"}},
 				},
