@@ -267,7 +267,7 @@ func TestKernelDiagMatchesProc(t *testing.T) {
 	l = read("captured", full)
 	assert.Equal(t, netns.CaptureNone, l.Capture(nil))
 	assert.Empty(t, l.Sockets)
-	assertAllThreadsHome(t)
+	require.NoError(t, podsim.ThreadsHome())
 }
 
 func TestKernelDiagConcurrent(t *testing.T) {
@@ -310,24 +310,7 @@ func TestKernelDiagConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	assertAllThreadsHome(t)
-}
-
-// assertAllThreadsHome checks that no thread of this process was left in a pod's netns.
-func assertAllThreadsHome(t *testing.T) {
-	t.Helper()
-	self, err := os.Readlink("/proc/self/ns/net")
-	require.NoError(t, err)
-	tasks, err := os.ReadDir("/proc/self/task")
-	require.NoError(t, err)
-	for _, task := range tasks {
-		ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // the thread exited meanwhile
-		}
-		require.NoError(t, err)
-		assert.Equal(t, self, ns, "thread %s", task.Name())
-	}
+	require.NoError(t, podsim.ThreadsHome())
 }
 
 func TestKernelDiagProcessGone(t *testing.T) {

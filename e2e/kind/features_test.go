@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/meshmedic/meshmedic/heal"
 	"github.com/meshmedic/meshmedic/netns"
 )
 
@@ -282,7 +283,7 @@ spec:
 // livePod is the workload's one live pod, Ready and enrolled.
 func livePod(ctx context.Context, t *testing.T, app string) *corev1.Pod {
 	t.Helper()
-	p, err := waitPod(ctx, app, 3*time.Minute, func(p *corev1.Pod) bool { return podReady(p) && enrolled(p) })
+	p, err := waitPod(ctx, app, 3*time.Minute, func(p *corev1.Pod) bool { return heal.PodReady(p) && enrolled(p) })
 	require.NoError(t, err)
 	return p
 }
@@ -290,7 +291,7 @@ func livePod(ctx context.Context, t *testing.T, app string) *corev1.Pod {
 // replacement waits for the workload's new pod (another UID than old), Ready and enrolled.
 func replacement(ctx context.Context, t *testing.T, app string, old *corev1.Pod) *corev1.Pod {
 	t.Helper()
-	p, err := waitPod(ctx, app, 4*time.Minute, func(p *corev1.Pod) bool { return p.UID != old.UID && podReady(p) && enrolled(p) })
+	p, err := waitPod(ctx, app, 4*time.Minute, func(p *corev1.Pod) bool { return p.UID != old.UID && heal.PodReady(p) && enrolled(p) })
 	require.NoError(t, err)
 	return p
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/meshmedic/meshmedic/e2e"
 	"github.com/meshmedic/meshmedic/enroll"
+	"github.com/meshmedic/meshmedic/heal"
 )
 
 // Labels of the two workloads.
@@ -208,7 +209,7 @@ func deployWorkloads(ctx context.Context, cfg *envconf.Config) (context.Context,
 		}
 	}
 	for _, app := range []string{appServer, appClient} {
-		if _, err := waitPod(ctx, app, 5*time.Minute, func(p *corev1.Pod) bool { return podReady(p) && enrolled(p) }); err != nil {
+		if _, err := waitPod(ctx, app, 5*time.Minute, func(p *corev1.Pod) bool { return heal.PodReady(p) && enrolled(p) }); err != nil {
 			return ctx, err
 		}
 	}
@@ -275,18 +276,6 @@ func deployAgent(ctx context.Context, cfg *envconf.Config) (context.Context, err
 	}
 	_, err = kubectl(ctx, "-n", st.agent.Namespace, "rollout", "status", "daemonset/"+st.agent.Name, "--timeout=5m")
 	return ctx, err
-}
-
-func podReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func enrolled(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedirection] == "enabled" }

@@ -358,12 +358,22 @@ func removeTree(top string) error {
 		return fmt.Errorf("stale sim cgroup %s: %w", top, err)
 	}
 	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("stale sim cgroup %s: %w", d, err)
-		}
-		if len(strings.TrimSpace(string(b))) > 0 {
-			return fmt.Errorf("stale sim cgroup %s still holds processes %s", d, strings.Join(strings.Fields(string(b)), " "))
+		// A process of a crashed sim that has exited but is not yet reaped by its new parent
+		// (a zombie) still counts as a member on cgroup v1: give the reaper a moment.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("stale sim cgroup %s: %w", d, err)
+			}
+			procs := strings.Fields(string(b))
+			if len(procs) == 0 {
+				break
+			}
+			if !allZombies(procs) || time.Now().After(deadline) {
+				return fmt.Errorf("stale sim cgroup %s still holds processes %s", d, strings.Join(procs, " "))
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	sortDeepestFirst(dirs)
@@ -374,6 +384,30 @@ func removeTree(top string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// allZombies reports whether every listed process is exiting or has exited: gone, state Z
+// or X, or without an address space any more (an empty cmdline: a killed process between
+// releasing its memory and becoming a zombie; sim processes are never kernel threads).
+func allZombies(pids []string) bool {
+	for _, pid := range pids {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		if i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+			continue
+		}
+		if cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && len(cmdline) == 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 // cgroupLinePath returns the path /proc/<pid>/cgroup shows for cgroup rel of h, for a reader in

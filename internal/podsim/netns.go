@@ -185,3 +185,33 @@ func lookTool(name string) (string, error) {
 	}
 	return "", fmt.Errorf("%s not found in $PATH or %s (install iproute2/util-linux/coreutils)", name, strings.Join(toolDirs, ":"))
 }
+
+// ThreadsHome checks that every thread of this process is in the process's own network
+// namespace: code that enters a pod's netns on a locked thread must leave none behind.
+func ThreadsHome() error {
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	var stray []string
+	for _, task := range tasks {
+		ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread exited meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if ns != self {
+			stray = append(stray, fmt.Sprintf("thread %s in %s", task.Name(), ns))
+		}
+	}
+	if len(stray) > 0 {
+		return fmt.Errorf("threads outside %s: %s", self, strings.Join(stray, ", "))
+	}
+	return nil
+}

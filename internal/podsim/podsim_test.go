@@ -308,24 +308,7 @@ func TestListenOptions(t *testing.T) {
 	assert.Empty(t, sockRows(t, p.PID, "udp"))
 
 	// No thread of this process was left in the pod's netns.
-	assertAllThreadsHome(t)
-}
-
-// assertAllThreadsHome checks that every thread of this process is in the process's netns.
-func assertAllThreadsHome(t *testing.T) {
-	t.Helper()
-	self, err := os.Readlink("/proc/self/ns/net")
-	require.NoError(t, err)
-	tasks, err := os.ReadDir("/proc/self/task")
-	require.NoError(t, err)
-	for _, task := range tasks {
-		ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // thread exited meanwhile
-		}
-		require.NoError(t, err)
-		assert.Equal(t, self, ns, "thread %s", task.Name())
-	}
+	require.NoError(t, ThreadsHome())
 }
 
 func TestAddProcessAndForeign(t *testing.T) {
@@ -363,7 +346,7 @@ func TestAddProcessAndForeign(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []int{p.PID, app, foreign}, s.PIDs(p))
-	assertAllThreadsHome(t)
+	require.NoError(t, ThreadsHome())
 }
 
 func TestReplaceNetns(t *testing.T) {
@@ -513,7 +496,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	require.NoError(t, s.Close(), "Close is idempotent")
 	_, err = s.AddPod(PodSpec{})
 	assert.ErrorIs(t, err, ErrClosed)
-	assertAllThreadsHome(t)
+	require.NoError(t, ThreadsHome())
 }
 
 func TestCleanupStale(t *testing.T) {
@@ -688,5 +671,5 @@ func TestConcurrentUse(t *testing.T) {
 		assert.NoError(t, <-errs)
 	}
 	assert.Len(t, s.pods, 2)
-	assertAllThreadsHome(t)
+	require.NoError(t, ThreadsHome())
 }
