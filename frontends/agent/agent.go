@@ -225,10 +225,14 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 		reader = netns.NewProcReader(fs)
 	}
 	a.newEngine = func() {
-		a.prober = detect.NewNodeLocalProber(fs, reader)
+		// One walk of the kernel's TCP hash table per pod, not two: tcp is read only when tcp6
+		// lacks a listener the engine requires of this pod (it passes them per pod), so an
+		// IPv4-only 127.0.0.1:15053 is still seen; loopback listeners nobody requires are not
+		// listed. node scan keeps Full.
+		a.prober = detect.NewNodeLocalProber(fs, reader, detect.WithNodeReadOptions(netns.ReadOptions{}))
 		a.engine = detect.New(lister, nsGetter, a.prober,
-			detect.WithSettings(cfg.Settings), detect.WithNode(cfg.NodeName), detect.WithClock(a.clock),
-			detect.WithConfirmDelay(cfg.Confirm), detect.WithLogger(a.log))
+			detect.WithSettings(a.cfg.Settings), detect.WithNode(a.cfg.NodeName), detect.WithClock(a.clock),
+			detect.WithConfirmDelay(a.cfg.Confirm), detect.WithLogger(a.log))
 	}
 	a.newEngine()
 	a.events = heal.NewEventSink(cs.CoreV1(), "meshmedic-agent", heal.EventSinkLogger(a.log))

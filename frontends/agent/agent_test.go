@@ -361,3 +361,23 @@ func (s failStrategy) Heal(context.Context, heal.Target, bool) (heal.Result, err
 	s.t.Error("the strategy must not run for a bare pod")
 	return heal.ResultFailed, nil
 }
+
+// The agent reads one table when tcp6 suffices, but a required listener that only tcp shows
+// (DNS capture on, 15053 bound on 127.0.0.1 only) still makes the pod captured: the engine
+// passes each pod's required ports, so tcp is read for it.
+func TestRequiredIPv4ListenerIsRead(t *testing.T) {
+	h := newHarness(t, Config{Confirm: 0}, ambientPod("a", podA))
+	s := enroll.DefaultSettings()
+	s.DNSCapture = enroll.DNSOn
+	h.a.cfg.Settings = s
+	h.a.newEngine()
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP(nt.Listen("127.0.0.1:15053", 9))), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
+	h.sweep(0)
+	assert.Equal(t, corev1.ConditionTrue, h.patches["a"])
+
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
+	h.sweep(time.Hour) // full re-check: DNS listener gone → partial
+	assert.Equal(t, corev1.ConditionFalse, h.patches["a"])
+}
