@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/meshmedic/meshmedic/internal/podsim"
 	"github.com/meshmedic/meshmedic/netns"
 )
@@ -62,8 +64,24 @@ func BenchmarkKernelPodRead(b *testing.B) {
 		}
 	})
 	b.Run("sockstat-counters", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := fs.SocketsInUse(p.PID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sockstat-procfs", func(b *testing.B) { // the same two numbers through prometheus/procfs
+		b.ReportAllocs()
+		for b.Loop() {
+			pfs, err := procfs.NewFS("/proc/" + strconv.Itoa(p.PID))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := pfs.NetSockstat(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := pfs.NetSockstat6(); err != nil {
 				b.Fatal(err)
 			}
 		}
