@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,14 +89,12 @@ type Agent struct {
 	required int // listeners a captured pod has at least (socket-count trigger)
 
 	mu          sync.Mutex
-	dirty       map[types.UID]string // pod → why it is to be checked
-	all         string               // non-empty: check every pod at the next tick, and why
+	dirty       map[types.UID]bool // pods changed in the API since the last sweep
+	all         string             // non-empty: check every pod at the next tick, and why
 	state       map[types.UID]*podState
 	lastFull    time.Time
 	breakerOpen bool
 	staleRV     string // the informer's resourceVersion at the last watch error; "" = fresh
-	lastHits    uint64
-	lastWalks   uint64
 
 	newEngine func() // (re)builds prober and engine: benchmarks start from an empty cache
 
@@ -158,12 +155,12 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{cfg: cfg, cs: cs, fs: fs, clock: clock.RealClock{}, log: logr.Discard(),
-		dirty: map[types.UID]string{}, state: map[types.UID]*podState{}, required: len(netns.CorePorts)}
+		dirty: map[types.UID]bool{}, state: map[types.UID]*podState{}, required: len(netns.CorePorts)}
 	for _, o := range opts {
 		o(a)
 	}
 	a.reg = prometheus.NewRegistry()
-	a.m = newMetrics(a.reg)
+	a.m = newMetrics(a.reg, func() detect.NodeStats { return a.prober.Stats() })
 
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
@@ -282,9 +279,9 @@ func restarts(p *corev1.Pod) int32 {
 	return n
 }
 
-func (a *Agent) markDirty(p *corev1.Pod, why string) {
+func (a *Agent) markDirty(p *corev1.Pod) {
 	a.mu.Lock()
-	a.dirty[p.UID] = why
+	a.dirty[p.UID] = true
 	a.mu.Unlock()
 }
 
@@ -302,7 +299,7 @@ func (a *Agent) onAdd(o any) {
 	if a.isInfra(p) {
 		a.markAll("ztunnel or istio-cni pod " + p.Name + " appeared")
 	}
-	a.markDirty(p, "new pod")
+	a.markDirty(p)
 }
 
 // onUpdate checks a pod again when something that matters changed: the redirection
@@ -318,15 +315,10 @@ func (a *Agent) onUpdate(old, o any) {
 	if a.isInfra(np) && (heal.PodReady(op) != heal.PodReady(np) || restarts(op) != restarts(np) || op.UID != np.UID) {
 		a.markAll(fmt.Sprintf("%s/%s restarted or changed readiness", np.Namespace, np.Name))
 	}
-	switch {
-	case op.Annotations[enroll.AnnotationRedirection] != np.Annotations[enroll.AnnotationRedirection]:
-		a.markDirty(np, "redirection annotation changed")
-	case op.Labels[enroll.LabelDataplaneMode] != np.Labels[enroll.LabelDataplaneMode]:
-		a.markDirty(np, "dataplane-mode label changed")
-	case op.Status.PodIP != np.Status.PodIP, op.Status.Phase != np.Status.Phase:
-		a.markDirty(np, "pod IP or phase changed")
-	case restarts(op) != restarts(np):
-		a.markDirty(np, "container restarted")
+	if op.Annotations[enroll.AnnotationRedirection] != np.Annotations[enroll.AnnotationRedirection] ||
+		op.Labels[enroll.LabelDataplaneMode] != np.Labels[enroll.LabelDataplaneMode] ||
+		op.Status.PodIP != np.Status.PodIP || op.Status.Phase != np.Status.Phase || restarts(op) != restarts(np) {
+		a.markDirty(np)
 	}
 }
 
@@ -466,10 +458,6 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 		}
 	}
 	a.updateBreaker(ctx, all)
-	st := a.prober.Stats()
-	a.m.cacheHits.Add(float64(st.CacheHits - a.lastHits))
-	a.m.rebuilds.Add(float64(st.Walks - a.lastWalks))
-	a.lastHits, a.lastWalks = st.CacheHits, st.Walks
 	a.ready.Store(true)
 	return nil
 }
@@ -479,7 +467,7 @@ func (a *Agent) selectPods(now time.Time, all []*corev1.Pod) ([]corev1.Pod, bool
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	full := a.lastFull.IsZero() || now.Sub(a.lastFull) >= a.cfg.FullRecheck
-	why := map[types.UID]string{}
+	why := map[types.UID]string{} // pod → trigger label of meshmedic_checks_triggered_total
 	if full {
 		a.lastFull = now
 	} else if a.all != "" {
@@ -495,18 +483,18 @@ func (a *Agent) selectPods(now time.Time, all []*corev1.Pod) ([]corev1.Pod, bool
 			st = &podState{}
 			a.state[p.UID] = st
 		}
-		if r, ok := a.dirty[p.UID]; ok {
-			why[p.UID] = r
+		if a.dirty[p.UID] {
+			why[p.UID] = triggerPodChange
 		}
 		if !st.due.IsZero() && !now.Before(st.due) {
-			why[p.UID] = "finding awaits confirmation"
+			why[p.UID] = triggerConfirm
 		}
-		if r := a.youngDue(now, p, st); r != "" {
-			why[p.UID] = r
+		if a.youngDue(now, p, st) {
+			why[p.UID] = triggerYoung
 		}
-		if r := a.socketsFell(now, p, st); r != "" {
+		if a.socketsFell(now, p, st) {
 			if _, already := why[p.UID]; !already && !full {
-				why[p.UID] = r
+				why[p.UID] = triggerSocketCount
 			}
 		}
 	}
@@ -523,31 +511,26 @@ func (a *Agent) selectPods(now time.Time, all []*corev1.Pod) ([]corev1.Pod, bool
 		}
 	}
 	if !full {
-		for _, r := range why {
-			a.m.triggers.WithLabelValues(triggerLabel(r)).Inc()
+		for _, label := range why {
+			a.m.triggers.WithLabelValues(label).Inc()
 		}
 	}
 	return out, full
 }
 
-func triggerLabel(why string) string {
-	switch {
-	case strings.HasPrefix(why, "young"):
-		return "young"
-	case strings.HasPrefix(why, "socket"):
-		return "socket-count"
-	case why == "finding awaits confirmation":
-		return "confirm"
-	default:
-		return "pod-change"
-	}
-}
+// What put a pod into a sweep outside the full re-check (the trigger label).
+const (
+	triggerPodChange   = "pod-change"
+	triggerConfirm     = "confirm"
+	triggerYoung       = "young"
+	triggerSocketCount = "socket-count"
+)
 
 // youngDue: a pod younger than the last YoungRechecks age is checked again each time its
 // age crosses the next one (from status.startTime, when the kubelet accepted it).
-func (a *Agent) youngDue(now time.Time, p *corev1.Pod, st *podState) string {
+func (a *Agent) youngDue(now time.Time, p *corev1.Pod, st *podState) bool {
 	if st.young >= len(a.cfg.YoungRechecks) {
-		return ""
+		return false
 	}
 	born := p.CreationTimestamp.Time
 	if p.Status.StartTime != nil {
@@ -559,10 +542,7 @@ func (a *Agent) youngDue(now time.Time, p *corev1.Pod, st *podState) string {
 		st.young++
 		crossed = true
 	}
-	if crossed && st.checked {
-		return "young pod (" + age.Truncate(time.Second).String() + ")"
-	}
-	return ""
+	return crossed && st.checked
 }
 
 // socketsFell is the fast tick: the netns's own socket counters (net/sockstat{,6}: no walk
@@ -571,36 +551,33 @@ func (a *Agent) youngDue(now time.Time, p *corev1.Pod, st *podState) string {
 // most once per SocketCountInterval: busy pods close connections all the time); a
 // sandbox process that is gone means "check now", once. Other read errors (a proc tree
 // without the counters) leave the pod to the other triggers.
-func (a *Agent) socketsFell(now time.Time, p *corev1.Pod, st *podState) string {
+func (a *Agent) socketsFell(now time.Time, p *corev1.Pod, st *podState) bool {
 	if !st.checked || st.class != detect.ClassCaptured {
 		st.sockRead, st.sockErr = false, false
-		return ""
+		return false
 	}
 	s, ok := a.prober.Cached(detect.SandboxUID(p))
 	if !ok || s.HostNetwork {
-		return ""
+		return false
 	}
 	c, err := a.fs.SocketsInUse(s.PID)
 	if err != nil {
 		trigger := !st.sockErr && errors.Is(err, netns.ErrProcessGone)
 		st.sockErr, st.sockRead = true, false
-		if trigger {
-			return "socket counters gone with the sandbox process: " + err.Error()
-		}
-		return ""
+		return trigger
 	}
 	st.sockErr = false
 	n := c.TCP + c.TCP6
 	prev, had := st.sockets, st.sockRead
 	st.sockets, st.sockRead = n, true
 	switch {
-	case n < a.required:
-		return fmt.Sprintf("socket count %d below the %d listeners of a captured pod", n, a.required)
+	case n < a.required: // fewer sockets than a captured pod's listeners
+		return true
 	case had && n < prev && now.Sub(st.sockCheck) >= a.cfg.SocketCountInterval:
 		st.sockCheck = now
-		return fmt.Sprintf("socket count fell from %d to %d", prev, n)
+		return true
 	}
-	return ""
+	return false
 }
 
 // confirm marks actionable findings confirmed when they have been seen at least twice and

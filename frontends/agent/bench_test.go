@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -69,7 +68,7 @@ func benchNode(b *testing.B) (*Agent, *clocktesting.FakeClock, context.Context) 
 	if err := a.RunOnce(ctx); err != nil { // first sweep: walk, place, publish
 		b.Fatal(err)
 	}
-	if a.m.podsTracked == nil || len(a.state) != 250 {
+	if len(a.state) != 250 {
 		b.Fatalf("expected 250 pods tracked, have %d", len(a.state))
 	}
 	return a, clk, ctx
@@ -115,9 +114,4 @@ func BenchmarkSweepTick(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if n := a.m.triggers; n != nil {
-		_ = n
-	}
 }
-
-var _ = types.UID("")

@@ -3,6 +3,8 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshmedic/meshmedic/detect"
 )
 
 type metrics struct {
@@ -12,14 +14,14 @@ type metrics struct {
 	sweepSeconds  prometheus.Histogram
 	sweepErrors   prometheus.Counter
 	podsTracked   prometheus.Gauge
-	cacheHits     prometheus.Counter
-	rebuilds      prometheus.Counter
 	breakerOpen   prometheus.Gauge
 	triggers      *prometheus.CounterVec
 	repairEnabled prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the agent's metrics; the pid-map counters are read from the
+// prober's own counters at scrape time.
+func newMetrics(reg prometheus.Registerer, pidmap func() detect.NodeStats) *metrics {
 	m := &metrics{
 		findings: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshmedic_findings",
 			Help: "Pods on this node by finding class, as of the last full re-check."}, []string{"class"}),
@@ -33,10 +35,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Sweeps that failed."}),
 		podsTracked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_pods_tracked",
 			Help: "Pods on this node in the agent's informer."}),
-		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshmedic_pidmap_cache_hits_total",
-			Help: "Pods placed from the cached pod→sandbox-PID map after a cheap revalidation."}),
-		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshmedic_pidmap_rebuilds_total",
-			Help: "Full walks of the host's /proc to rebuild the pod→sandbox-PID map."}),
 		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshmedic_node_breaker_open",
 			Help: "1 when the node circuit breaker refuses heals on this node (ztunnel not Ready, or most ambient pods orphaned at once)."}),
 		triggers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshmedic_checks_triggered_total",
@@ -48,6 +46,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	// budget is part of what an operator watches.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.repairEnabled, m.findings, m.confirmed, m.repairs, m.sweepSeconds, m.sweepErrors, m.podsTracked,
-		m.cacheHits, m.rebuilds, m.breakerOpen, m.triggers)
+		m.breakerOpen, m.triggers,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshmedic_pidmap_cache_hits_total",
+			Help: "Pods placed from the cached pod→sandbox-PID map after a cheap revalidation."},
+			func() float64 { return float64(pidmap().CacheHits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshmedic_pidmap_rebuilds_total",
+			Help: "Full walks of the host's /proc to rebuild the pod→sandbox-PID map."},
+			func() float64 { return float64(pidmap().Walks) }))
 	return m
 }
