@@ -241,12 +241,6 @@ func NewHealer(s Strategy, opts ...Option) *Healer {
 	if o.backoffMax < o.backoffBase {
 		o.backoffMax = o.backoffBase
 	}
-	if o.breaker.MinPods <= 0 {
-		o.breaker.MinPods = defaultMinPods
-	}
-	if o.breaker.OrphanFraction <= 0 {
-		o.breaker.OrphanFraction = defaultFraction
-	}
 	if o.clock == nil {
 		o.clock = clock.RealClock{}
 	}
