@@ -142,6 +142,15 @@ func agentNamespace(ctx context.Context, t *testing.T, e *env, ns string) {
 	})
 }
 
+// agentWorkload is an agent scenario's namespace (agentNamespace) with a two-replica
+// Deployment "web" whose pods run and are enrolled.
+func agentWorkload(ctx context.Context, t *testing.T, e *env, ns string) []corev1.Pod {
+	t.Helper()
+	agentNamespace(ctx, t, e, ns)
+	mkDeployment(ctx, t, e, ns, "web", 2, false)
+	return waitPods(ctx, t, e, ns, 2, enrolled)
+}
+
 // waitCondition waits until every named pod of ns (by UID when given) has the agent's
 // condition with status want, and returns when that happened.
 func waitCondition(ctx context.Context, t testing.TB, e *env, ns string, pods []corev1.Pod, want corev1.ConditionStatus, within time.Duration) time.Time {
@@ -261,9 +270,7 @@ func metricsText(t testing.TB, url string) string {
 // with the condition True.
 func scenarioAgent(ctx context.Context, t *testing.T, e *env) {
 	const ns = "agent"
-	agentNamespace(ctx, t, e, ns)
-	mkDeployment(ctx, t, e, ns, "web", 2, false)
-	pods := waitPods(ctx, t, e, ns, 2, enrolled)
+	pods := agentWorkload(ctx, t, e, ns)
 	// No full re-check and no young re-checks during the scenario: only the socket counters
 	// can notice the flush, so the metric below proves that path.
 	url, logs, _ := startAgent(ctx, t, e, agentRun{kubeconfig: applyAgentRBAC(ctx, t, e, "overlays/auto-repair"), capFree: true,
@@ -309,9 +316,7 @@ func enrolled(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedire
 // finding and heals it.
 func scenarioAgentAPIServerRestart(ctx context.Context, t *testing.T, e *env) {
 	const ns = "agent-outage"
-	agentNamespace(ctx, t, e, ns)
-	mkDeployment(ctx, t, e, ns, "web", 2, false)
-	pods := waitPods(ctx, t, e, ns, 2, enrolled)
+	pods := agentWorkload(ctx, t, e, ns)
 	url, logs, proc := startAgent(ctx, t, e, agentRun{kubeconfig: applyAgentRBAC(ctx, t, e, "overlays/auto-repair"), capFree: true,
 		args: []string{"--auto-repair"}})
 	waitCondition(ctx, t, e, ns, pods, corev1.ConditionTrue, time.Minute)
@@ -341,9 +346,7 @@ func scenarioAgentAPIServerRestart(ctx context.Context, t *testing.T, e *env) {
 // and evicts nothing.
 func scenarioAgentRBACLeastPrivilege(ctx context.Context, t *testing.T, e *env) {
 	const ns = "agent-rbac"
-	agentNamespace(ctx, t, e, ns)
-	mkDeployment(ctx, t, e, ns, "web", 2, false)
-	pods := waitPods(ctx, t, e, ns, 2, enrolled)
+	pods := agentWorkload(ctx, t, e, ns)
 	url, logs, _ := startAgent(ctx, t, e, agentRun{kubeconfig: applyAgentRBAC(ctx, t, e, "base"), capFree: true,
 		args: []string{"--auto-repair"}})
 	waitCondition(ctx, t, e, ns, pods, corev1.ConditionTrue, time.Minute)

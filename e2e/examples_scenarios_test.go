@@ -68,7 +68,6 @@ func scenarioExamples(ctx context.Context, t *testing.T, e *env) {
 	dir := t.TempDir()
 	oneshot := buildExample(ctx, t, dir, "oneshot")
 	controller := buildExample(ctx, t, dir, "controller")
-	enrolled := func(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedirection] == "enabled" }
 	local := []string{"-prober", "node-local", "-node", e.node.Name(), "-proc-root", "/proc", "-confirm", "1s", "-kubeconfig", e.cp.KubeconfigPath}
 	runOneshot := func(t *testing.T, ns string, extra ...string) (oneshotJSON, Result) {
 		t.Helper()

@@ -63,7 +63,6 @@ func scenarioRepair(ctx context.Context, t *testing.T, e *env) {
 	const ns = "heal"
 	mkNamespace(ctx, t, e, ns, map[string]string{enroll.LabelDataplaneMode: enroll.DataplaneModeAmbient})
 	mkDeployment(ctx, t, e, ns, "svc", 2, false)
-	enrolled := func(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedirection] == "enabled" }
 	pods := waitPods(ctx, t, e, ns, 2, enrolled)
 
 	t.Run("refuses-without-scope", func(t *testing.T) {
@@ -162,7 +161,6 @@ func scenarioToggle(ctx context.Context, t *testing.T, e *env) {
 	const ns = "toggle"
 	mkNamespace(ctx, t, e, ns, map[string]string{enroll.LabelDataplaneMode: enroll.DataplaneModeAmbient})
 	mkDeployment(ctx, t, e, ns, "app", 1, false)
-	enrolled := func(p *corev1.Pod) bool { return p.Annotations[enroll.AnnotationRedirection] == "enabled" }
 	pod := waitPods(ctx, t, e, ns, 1, enrolled)[0]
 	_, hadLabel := pod.Labels[enroll.LabelDataplaneMode]
 	require.False(t, hadLabel, "enrolled through its namespace label")
