@@ -272,7 +272,11 @@ func TestZtunnelRestartRechecksAllAndBreakerFollowsReadiness(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		p, err := h.a.pods.Pods("istio-system").Get("ztunnel-x")
-		return err == nil && !heal.PodReady(p)
+		// The informer updates its store before it calls the handlers: wait for both.
+		h.a.mu.Lock()
+		asked := h.a.all != ""
+		h.a.mu.Unlock()
+		return err == nil && !heal.PodReady(p) && asked
 	}, 5*time.Second, 10*time.Millisecond)
 	h.sweep(time.Second)
 	assert.Greater(t, h.counter("meshmedic_pidmap_cache_hits_total"), hitsBefore, "every pod re-checked")
