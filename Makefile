@@ -37,14 +37,9 @@ unit:
 	$(GO) test -race -count=1 $(PKGS)
 
 # Every Fuzz target, briefly (seed corpora also run in `unit`). FUZZTIME=5m for a real run.
+# On a failure the script prints the fuzzer's own output and the failing input.
 fuzz:
-	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
-	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
-	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime 1x $$pkg; exit 1; }; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz-all.sh
 
 # The local sandbox's control plane, built from the Go module proxy and cached by version
 # outside the repo (~10 min cold, seconds warm).
