@@ -336,7 +336,12 @@ type childResult struct {
 	Permission bool     `json:"permission"`
 	Gone       bool     `json:"gone"`
 	CapEff     string   `json:"capEff"`
+	Rules      string   `json:"rules"`
 }
+
+// childRulesEnv makes the child read the pod's routing rules (RuleReader) instead of its
+// sockets.
+const childRulesEnv = "MESHMEDIC_DIAG_CHILD_RULES"
 
 // TestKernelDiagChild is the child's side; without diagChildEnv it checks nothing.
 func TestKernelDiagChild(t *testing.T) {
@@ -354,8 +359,15 @@ func TestKernelDiagChild(t *testing.T) {
 			}
 		}
 	}
-	l, err := netns.NewDiagReader(procFS(t)).Listeners(pid, netns.ReadOptions{Full: true})
-	res.Ports, res.Capture = l.Ports, string(l.Capture(nil))
+	if os.Getenv(childRulesEnv) != "" {
+		var rr netns.RoutingRules
+		rr, err = netns.NewRuleReader(procFS(t)).Rules(pid)
+		res.Rules = string(rr.State())
+	} else {
+		var l netns.Listeners
+		l, err = netns.NewDiagReader(procFS(t)).Listeners(pid, netns.ReadOptions{Full: true})
+		res.Ports, res.Capture = l.Ports, string(l.Capture(nil))
+	}
 	if err != nil {
 		res.Err = err.Error()
 		res.Permission = errors.Is(err, fs.ErrPermission)
@@ -370,11 +382,17 @@ func TestKernelDiagChild(t *testing.T) {
 // arguments (bounding set, uids), and returns what it printed.
 func runDiagChild(t *testing.T, pid int, setprivArgs ...string) childResult {
 	t.Helper()
+	return runChild(t, pid, nil, setprivArgs...)
+}
+
+// runChild is runDiagChild with extra environment for the child.
+func runChild(t *testing.T, pid int, env []string, setprivArgs ...string) childResult {
+	t.Helper()
 	setpriv, err := exec.LookPath("setpriv")
 	require.NoError(t, err, "setpriv (util-linux) is needed")
 	args := append(slices.Clone(setprivArgs), "--", os.Args[0], "-test.run=^TestKernelDiagChild$", "-test.count=1", "-test.v")
 	cmd := exec.Command(setpriv, args...)
-	cmd.Env = append(os.Environ(), diagChildEnv+"="+strconv.Itoa(pid))
+	cmd.Env = append(append(os.Environ(), diagChildEnv+"="+strconv.Itoa(pid)), env...)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "setpriv %v:\n%s", setprivArgs, out)
 	sc := bufio.NewScanner(strings.NewReader(string(out)))

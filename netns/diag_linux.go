@@ -108,7 +108,7 @@ func (r *DiagReader) open(pid int) (int, error) {
 		}
 		return -1, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	fd, err := socketInNetns(nsfd)
+	fd, err := socketInNetns(nsfd, unix.NETLINK_SOCK_DIAG)
 	unix.Close(nsfd)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
@@ -127,13 +127,13 @@ func (r *DiagReader) open(pid int) (int, error) {
 // thread was then left locked, and the runtime ends it with its goroutine.
 var errThreadLost = errors.New("could not return the thread to its network namespace")
 
-// socketInNetns creates a NETLINK_SOCK_DIAG socket inside the network namespace nsfd
+// socketInNetns creates a netlink socket of protocol proto inside the network namespace nsfd
 // refers to. It works on a fresh goroutine locked to its OS thread: setns into the
 // target, socket, setns back. If the way back fails the goroutine exits still locked and
 // the Go runtime terminates that thread, so no thread of this process stays in a foreign
 // netns (the same dance ztunnel does for its in-pod sockets: istio/ztunnel
 // src/inpod/netns.rs, InpodNetns::run).
-func socketInNetns(nsfd int) (int, error) {
+func socketInNetns(nsfd, proto int) (int, error) {
 	type result struct {
 		fd  int
 		err error
@@ -153,9 +153,9 @@ func socketInNetns(nsfd int) (int, error) {
 			done <- result{-1, fmt.Errorf("enter netns: %w", os.NewSyscallError("setns", err))}
 			return
 		}
-		fd, serr := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		fd, serr := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 		if serr != nil {
-			serr = fmt.Errorf("netlink sock_diag socket: %w", os.NewSyscallError("socket", serr))
+			serr = fmt.Errorf("netlink socket (protocol %d): %w", proto, os.NewSyscallError("socket", serr))
 			fd = -1
 		}
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
@@ -292,34 +292,29 @@ func recvTrunc(fd int, b []byte) (int, error) {
 	}
 }
 
-// parseDiagMessages parses one datagram of a sock_diag dump reply: netlink messages of
-// type SOCK_DIAG_BY_FAMILY, each holding a struct inet_diag_msg (attributes after it are
-// ignored), ended by NLMSG_DONE. It appends the TCP_LISTEN sockets to dst and returns how
-// many socket messages it read and whether the dump is done. Every message must carry seq.
-// A message whose length runs past the datagram or below its header, a short
-// inet_diag_msg, an unknown address family, NLMSG_ERROR or a DONE carrying an error are
-// errors; it never reads past b and always advances.
-//
-// The layouts are those of include/uapi/linux/netlink.h (struct nlmsghdr, NLMSG_ALIGN)
-// and include/uapi/linux/inet_diag.h (struct inet_diag_msg: family, state, timer,
-// retrans, id{sport, dport big-endian; src[4], dst[4] network order; if; cookie[2]},
-// expires, rqueue, wqueue, uid, inode).
-func parseDiagMessages(b []byte, seq uint32, dst []Socket) (out []Socket, rows int, done bool, err error) {
+// walkNetlink walks one datagram of a netlink dump reply and calls fn with the offset and
+// payload of each message of type want; fn's error stops the walk. NLMSG_NOOP is skipped;
+// NLMSG_DONE ends the dump (done is true; a negative error code in it is an error).
+// Every message must carry seq. A message whose length runs past the datagram or below its
+// header, a message of another type, NLMSG_ERROR and NLMSG_OVERRUN are errors. It never
+// reads past b and always advances: the layouts are include/uapi/linux/netlink.h's (struct
+// nlmsghdr, NLMSG_ALIGN).
+func walkNetlink(b []byte, seq uint32, want uint16, fn func(off int, payload []byte) error) (done bool, err error) {
 	ne := binary.NativeEndian
 	off := 0
 	for off < len(b) {
 		m := b[off:]
 		if len(m) < nlmsgHdrLen {
-			return dst, rows, false, fmt.Errorf("netlink message at byte %d: %d bytes left, header needs %d", off, len(m), nlmsgHdrLen)
+			return false, fmt.Errorf("netlink message at byte %d: %d bytes left, header needs %d", off, len(m), nlmsgHdrLen)
 		}
 		mlen := int(ne.Uint32(m[0:]))
 		typ := ne.Uint16(m[4:])
 		mseq := ne.Uint32(m[8:])
 		if mlen < nlmsgHdrLen || mlen > len(m) {
-			return dst, rows, false, fmt.Errorf("netlink message at byte %d: length %d outside [%d, %d]", off, mlen, nlmsgHdrLen, len(m))
+			return false, fmt.Errorf("netlink message at byte %d: length %d outside [%d, %d]", off, mlen, nlmsgHdrLen, len(m))
 		}
 		if mseq != seq {
-			return dst, rows, false, fmt.Errorf("netlink message at byte %d: sequence %d, want %d", off, mseq, seq)
+			return false, fmt.Errorf("netlink message at byte %d: sequence %d, want %d", off, mseq, seq)
 		}
 		payload := m[nlmsgHdrLen:mlen]
 		switch typ {
@@ -327,36 +322,55 @@ func parseDiagMessages(b []byte, seq uint32, dst []Socket) (out []Socket, rows i
 		case nlmsgDone:
 			if len(payload) >= 4 {
 				if e := int32(ne.Uint32(payload)); e < 0 {
-					return dst, rows, true, fmt.Errorf("dump failed: %w", syscall.Errno(-e))
+					return true, fmt.Errorf("dump failed: %w", syscall.Errno(-e))
 				}
 			}
-			return dst, rows, true, nil
+			return true, nil
 		case nlmsgError:
 			if len(payload) < 4 {
-				return dst, rows, false, fmt.Errorf("netlink error message at byte %d: %d-byte payload", off, len(payload))
+				return false, fmt.Errorf("netlink error message at byte %d: %d-byte payload", off, len(payload))
 			}
 			if e := int32(ne.Uint32(payload)); e < 0 {
-				return dst, rows, true, syscall.Errno(-e)
+				return true, syscall.Errno(-e)
 			}
-			return dst, rows, false, fmt.Errorf("netlink message at byte %d: unexpected acknowledgement in a dump", off)
+			return false, fmt.Errorf("netlink message at byte %d: unexpected acknowledgement in a dump", off)
 		case nlmsgOverrun:
-			return dst, rows, false, errors.New("netlink overrun: messages were lost")
-		case sockDiagByFamily:
-			s, err := parseInetDiagMsg(payload)
-			if err != nil {
-				return dst, rows, false, fmt.Errorf("sock_diag message at byte %d: %w", off, err)
-			}
-			rows++
-			if s.State == StateListen {
-				dst = append(dst, s)
+			return false, errors.New("netlink overrun: messages were lost")
+		case want:
+			if err := fn(off, payload); err != nil {
+				return false, err
 			}
 		default:
-			return dst, rows, false, fmt.Errorf("netlink message at byte %d: unexpected type %d", off, typ)
+			return false, fmt.Errorf("netlink message at byte %d: unexpected type %d", off, typ)
 		}
 		// NLMSG_ALIGN; the last message of a datagram may lack its padding.
 		off += min((mlen+3)&^3, len(m))
 	}
-	return dst, rows, false, nil
+	return false, nil
+}
+
+// parseDiagMessages parses one datagram of a sock_diag dump reply (walkNetlink's rules):
+// messages of type SOCK_DIAG_BY_FAMILY, each holding a struct inet_diag_msg (attributes
+// after it are ignored), ended by NLMSG_DONE. It appends the TCP_LISTEN sockets to dst and
+// returns how many socket messages it read and whether the dump is done. A short
+// inet_diag_msg or an unknown address family is an error.
+//
+// struct inet_diag_msg is include/uapi/linux/inet_diag.h's: family, state, timer, retrans,
+// id{sport, dport big-endian; src[4], dst[4] network order; if; cookie[2]}, expires,
+// rqueue, wqueue, uid, inode.
+func parseDiagMessages(b []byte, seq uint32, dst []Socket) (out []Socket, rows int, done bool, err error) {
+	done, err = walkNetlink(b, seq, sockDiagByFamily, func(off int, payload []byte) error {
+		s, err := parseInetDiagMsg(payload)
+		if err != nil {
+			return fmt.Errorf("sock_diag message at byte %d: %w", off, err)
+		}
+		rows++
+		if s.State == StateListen {
+			dst = append(dst, s)
+		}
+		return nil
+	})
+	return dst, rows, done, err
 }
 
 func parseInetDiagMsg(p []byte) (Socket, error) {

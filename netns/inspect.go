@@ -11,6 +11,10 @@ type PodNetns struct {
 	Listeners Listeners
 	Capture   Capture
 	Err       error // why Capture is unknown, when it is
+	// Rules is istio-cni's in-pod routing set-up, when the report was given to
+	// InspectRules and the read worked; RulesErr says why it did not.
+	Rules    *RoutingRules
+	RulesErr error
 }
 
 // NodeReport is the node-local view: every pod sandbox under a proc root.
@@ -33,6 +37,26 @@ func InspectNode(f FS, r SocketReader, opt ReadOptions) (NodeReport, error) {
 		rep.Pods = append(rep.Pods, InspectSandbox(r, s, opt))
 	}
 	return rep, nil
+}
+
+// InspectRules adds rule inspection to rep: istio-cni's in-pod routing set-up of every
+// pod whose listeners could be read (not host-network, not unknown), read with r (a
+// *RuleReader). A failed read sets that pod's RulesErr and nothing else.
+func InspectRules(rep *NodeReport, r interface {
+	Rules(pid int) (RoutingRules, error)
+}) {
+	for i := range rep.Pods {
+		p := &rep.Pods[i]
+		if p.HostNetwork || p.Capture == CaptureUnknown || p.PID == 0 {
+			continue
+		}
+		rr, err := r.Rules(p.PID)
+		if err != nil {
+			p.RulesErr = fmt.Errorf("pod %s pid %d: %w", p.PodUID, p.PID, err)
+			continue
+		}
+		p.Rules = &rr
+	}
 }
 
 // InspectSandbox reads one sandbox's listeners and judges its capture.
