@@ -44,6 +44,9 @@ type Evidence struct {
 	// started, or since the annotation went pending). Compared with Grace.
 	Unenrolled time.Duration
 	Grace      time.Duration
+	// Rules is rule inspection's verdict on istio-cni's in-pod routing set-up; "" when
+	// rules were not inspected (or could not be read): the listeners decide alone.
+	Rules netns.RulesState
 }
 
 // Classify applies DESIGN.md's finding classes. The order matters: what enroll says first
@@ -62,6 +65,11 @@ func Classify(e Evidence) Class {
 	}
 	switch e.Capture {
 	case netns.Captured:
+		if e.Rules == netns.RulesAbsent || e.Rules == netns.RulesPartial {
+			// ztunnel holds the pod, but istio-cni's redirection is gone or was never
+			// completed (istio/istio #56652): the pod's own traffic skips ztunnel.
+			return ClassBypass
+		}
 		return ClassCaptured
 	case netns.CaptureUnknown, netns.CaptureHostNetwork, "":
 		return ClassUnknown
@@ -75,6 +83,10 @@ func Classify(e Evidence) Class {
 	// Nothing listening.
 	switch e.Redirection {
 	case "enabled":
+		if e.Rules == netns.RulesPresent {
+			// Redirected to listeners that are not there: refused, fail closed.
+			return ClassBlackhole
+		}
 		return ClassOrphaned
 	case "", "pending":
 		if e.Unenrolled < e.Grace {

@@ -33,13 +33,23 @@ func TestClassify(t *testing.T) {
 		{"expectation unknown, nothing there", Evidence{Expectation: unsure, Capture: netns.CaptureNone}, ClassUnknown},
 		{"expectation unknown, but captured", Evidence{Expectation: unsure, Capture: netns.Captured}, ClassCaptured},
 		{"host network while expected", Evidence{Expectation: should, Capture: netns.CaptureHostNetwork}, ClassUnknown},
+		// Rule inspection.
+		{"captured with rules", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.Captured, Rules: netns.RulesPresent}, ClassCaptured},
+		{"listeners without rules: bypass", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.Captured, Rules: netns.RulesAbsent}, ClassBypass},
+		{"listeners with half the rules: bypass", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.Captured, Rules: netns.RulesPartial}, ClassBypass},
+		{"rules without listeners: blackhole", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.CaptureNone, Rules: netns.RulesPresent}, ClassBlackhole},
+		{"neither: orphan", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.CaptureNone, Rules: netns.RulesAbsent}, ClassOrphaned},
+		{"half the rules, no listeners: orphan", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.CaptureNone, Rules: netns.RulesPartial}, ClassOrphaned},
+		{"replaced netns wins over rules", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.CaptureNone, NetnsChanged: true, Rules: netns.RulesPresent}, ClassNetnsReplaced},
+		{"partial listeners stay partial", Evidence{Expectation: should, Redirection: "enabled", Capture: netns.CapturePartial, Rules: netns.RulesAbsent}, ClassPartial},
+		{"not expected: skipped whatever the rules", Evidence{Expectation: not, Capture: netns.Captured, Rules: netns.RulesAbsent}, ClassSkipped},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			assert.Equal(t, c.want, Classify(c.ev))
 		})
 	}
-	for _, c := range []Class{ClassOrphaned, ClassPartial, ClassNetnsReplaced, ClassNotEnrolled} {
+	for _, c := range []Class{ClassOrphaned, ClassPartial, ClassNetnsReplaced, ClassNotEnrolled, ClassBypass, ClassBlackhole} {
 		assert.True(t, c.Actionable(), c)
 	}
 	for _, c := range []Class{ClassCaptured, ClassUnknown, ClassSkipped} {

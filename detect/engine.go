@@ -304,6 +304,7 @@ func (e *Engine) classify(j *job, now time.Time, confirming bool) Finding {
 		f.Source, f.Netns = j.probe.Source, j.probe.Netns
 		f.Present = nonNil(slices.Clone(j.probe.Listeners.Ports))
 		f.Missing = slices.Clone(j.probe.Missing)
+		f.Rules = j.probe.RulesVerdict
 		f.Class = j.probe.Class
 		if j.exp.State == enroll.NotCaptured {
 			f.Class = ClassSkipped
@@ -333,8 +334,21 @@ func (e *Engine) classify(j *job, now time.Time, confirming bool) Finding {
 			st.netns = p.Netns
 		}
 		ev.NetnsChanged = st.replaced
+		switch {
+		case p.Rules != nil:
+			ev.Rules = p.Rules.State()
+			f.Rules = string(ev.Rules)
+		case p.RulesErr != nil:
+			f.Rules = RulesUnknown
+			if f.Error == "" {
+				f.Error = p.RulesErr.Error()
+			}
+		}
 		f.Class = Classify(ev)
 		f.Detail = classDetail(f.Class, ev, j.exp)
+		if f.Class == ClassBypass && p.Rules != nil {
+			f.Detail += " (missing: " + p.Rules.Missing() + ")"
+		}
 	}
 	if j.nsErr != nil && f.Class == ClassUnknown && f.Error == "" {
 		f.Error = j.nsErr.Error()
@@ -373,7 +387,14 @@ func captureOfClass(c Class, anyPresent bool) netns.Capture {
 func classDetail(c Class, ev Evidence, exp enroll.Expectation) string {
 	switch c {
 	case ClassCaptured:
+		if ev.Rules == netns.RulesPresent {
+			return "every required ztunnel listener and istio-cni's routing rules are in the pod's netns"
+		}
 		return "every required ztunnel listener is in the pod's netns"
+	case ClassBypass:
+		return "ztunnel's listeners are in the pod's netns but istio-cni's in-pod redirection is not: the pod's traffic bypasses ztunnel"
+	case ClassBlackhole:
+		return "annotated " + ev.Redirection + " and istio-cni's in-pod redirection is in place, but no ztunnel listener: traffic to and from the pod is refused"
 	case ClassOrphaned:
 		return "annotated " + ev.Redirection + " but no ztunnel listener in the pod's netns"
 	case ClassPartial:

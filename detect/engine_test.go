@@ -2,6 +2,7 @@ package detect
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -385,4 +386,43 @@ func TestScanConditionVerdict(t *testing.T) {
 	assert.Equal(t, SourceCondition, got["agent-seen"].Source)
 	assert.Equal(t, ClassUnknown, got["no-agent"].Class)
 	assert.ErrorIs(t, got["no-agent"].Err, ErrNoAgentCondition)
+}
+
+func TestScanRuleInspection(t *testing.T) {
+	w := newWorld(enabledPod("shop", "ok"), enabledPod("shop", "bypass"), enabledPod("shop", "blackhole"),
+		enabledPod("shop", "orphan"), enabledPod("shop", "noinspect"), enabledPod("shop", "failed"))
+	pr := newFakeProber()
+	present := netns.RoutingRules{MarkRule4: true, LocalRoute4: true}
+	pr.set("ok", Probe{Listeners: listeners(15001, 15006, 15008), Rules: &present})
+	pr.set("bypass", Probe{Listeners: listeners(15001, 15006, 15008), Rules: &netns.RoutingRules{LocalRoute4: true}})
+	pr.set("blackhole", Probe{Listeners: listeners(), Rules: &present})
+	pr.set("orphan", Probe{Listeners: listeners(), Rules: &netns.RoutingRules{}})
+	pr.set("noinspect", Probe{Listeners: listeners(15001, 15006, 15008)})
+	pr.set("failed", Probe{Listeners: listeners(15001, 15006, 15008), RulesErr: errors.New("pid 7: open /proc/7/ns/net: permission denied")})
+
+	rep, err := New(w, w, pr, WithClock(clocktesting.NewFakeClock(t0))).Scan(context.Background(), "")
+	require.NoError(t, err)
+	got := byName(rep)
+	for name, want := range map[string]struct {
+		class Class
+		rules string
+	}{
+		"ok": {ClassCaptured, "present"}, "bypass": {ClassBypass, "partial"}, "blackhole": {ClassBlackhole, "present"},
+		"orphan": {ClassOrphaned, "absent"}, "noinspect": {ClassCaptured, ""}, "failed": {ClassCaptured, RulesUnknown},
+	} {
+		assert.Equal(t, want.class, got[name].Class, name)
+		assert.Equal(t, want.rules, got[name].Rules, name)
+	}
+	assert.Contains(t, got["bypass"].Detail, "bypasses ztunnel")
+	assert.Contains(t, got["bypass"].Detail, "missing: fwmark 0x111/0xfff rule")
+	assert.Equal(t, netns.Captured, got["bypass"].Capture, "the listeners are all there")
+	assert.Contains(t, got["blackhole"].Detail, "refused")
+	assert.Equal(t, netns.CaptureNone, got["blackhole"].Capture)
+	assert.Contains(t, got["failed"].Error, "permission denied", "a failed inspection says why")
+	assert.True(t, got["bypass"].Actionable())
+	assert.True(t, got["blackhole"].Actionable())
+
+	b, err := json.Marshal(got["noinspect"])
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), `"rules"`, "no rules field without inspection")
 }

@@ -35,6 +35,10 @@ type Finding struct {
 	Capture netns.Capture `json:"capture,omitempty"` // the listener verdict; empty when not probed
 	Missing []uint16      `json:"missing,omitempty"`
 	Netns   uint64        `json:"netns,omitempty"` // netns inode, when the prober knows it
+	// Rules is rule inspection's verdict on istio-cni's in-pod routing set-up: present,
+	// absent, partial, or unknown when the inspection failed; absent from the JSON when
+	// rules were not inspected.
+	Rules string `json:"rules,omitempty"`
 	// NotReadyFor is how long the pod has not been Ready (from the Ready condition's
 	// lastTransitionTime), as a Go duration string ("1m30s"); absent when Ready or unknown.
 	NotReadyFor Duration `json:"notReadyFor,omitempty"`
@@ -51,6 +55,9 @@ type Finding struct {
 	// Err is the probe error behind Error, for errors.Is.
 	Err error `json:"-"`
 }
+
+// RulesUnknown is Finding.Rules when rule inspection was asked for but failed.
+const RulesUnknown = "unknown"
 
 // Actionable reports whether the finding's class is one that may be healed.
 func (f Finding) Actionable() bool { return f.Class.Actionable() }

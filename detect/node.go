@@ -56,6 +56,9 @@ func JoinNode(in NodeInput) []NodePod {
 			if ev.Capture != netns.CaptureUnknown && ev.Capture != netns.CaptureHostNetwork && len(exp.Required) > 0 {
 				ev.Capture = np.Netns.Listeners.Capture(exp.Required)
 			}
+			if np.Netns.Rules != nil {
+				ev.Rules = np.Netns.Rules.State()
+			}
 		} else {
 			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 				continue

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -91,4 +92,30 @@ func TestJoinNode(t *testing.T) {
 			assert.Contains(t, np.Expectation.Required, uint16(15053))
 		}
 	}
+}
+
+func TestJoinNodeRules(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	enabled := map[string]string{enroll.AnnotationRedirection: "enabled"}
+	ambient := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{enroll.LabelDataplaneMode: "ambient"}}}
+	present := &netns.RoutingRules{MarkRule4: true, LocalRoute4: true}
+	rep := netns.NodeReport{Pods: []netns.PodNetns{
+		{Sandbox: netns.Sandbox{PodUID: "11111111-1111-1111-1111-111111111111", PID: 10}, Listeners: listeners(15001, 15006, 15008), Capture: netns.Captured, Rules: present},
+		{Sandbox: netns.Sandbox{PodUID: "22222222-2222-2222-2222-222222222222", PID: 20}, Listeners: listeners(15001, 15006, 15008), Capture: netns.Captured, Rules: &netns.RoutingRules{}},
+		{Sandbox: netns.Sandbox{PodUID: "33333333-3333-3333-3333-333333333333", PID: 30}, Listeners: listeners(), Capture: netns.CaptureNone, Rules: present},
+		{Sandbox: netns.Sandbox{PodUID: "44444444-4444-4444-4444-444444444444", PID: 40}, Listeners: listeners(15001, 15006, 15008), Capture: netns.Captured, RulesErr: errors.New("denied")},
+	}}
+	got := map[string]Class{}
+	for _, np := range JoinNode(NodeInput{
+		Pods: []corev1.Pod{
+			pod("shop", "ok", "11111111-1111-1111-1111-111111111111", enabled, now.Add(-time.Hour)),
+			pod("shop", "bypass", "22222222-2222-2222-2222-222222222222", enabled, now.Add(-time.Hour)),
+			pod("shop", "blackhole", "33333333-3333-3333-3333-333333333333", enabled, now.Add(-time.Hour)),
+			pod("shop", "unread", "44444444-4444-4444-4444-444444444444", enabled, now.Add(-time.Hour)),
+		},
+		Namespaces: map[string]*corev1.Namespace{"shop": ambient}, Settings: enroll.DefaultSettings(), Report: rep, Now: now,
+	}) {
+		got[np.Pod.Name] = np.Class
+	}
+	assert.Equal(t, map[string]Class{"ok": ClassCaptured, "bypass": ClassBypass, "blackhole": ClassBlackhole, "unread": ClassCaptured}, got)
 }

@@ -38,6 +38,13 @@ type Probe struct {
 	// agent found missing.
 	Class   Class
 	Missing []uint16
+	// Rules is what rule inspection found of istio-cni's in-pod routing set-up; nil when
+	// the prober does not inspect rules. RulesErr is why an inspection that was asked for
+	// failed (Rules is then nil).
+	Rules    *netns.RoutingRules
+	RulesErr error
+	// RulesVerdict is Finding.Rules as a node agent published it (ConditionProber).
+	RulesVerdict string
 }
 
 // Prober sources, as found in Probe.Source and Finding.Source.

@@ -16,7 +16,8 @@ import (
 // verdict on the pod. Status True: captured; False: an actionable class; Unknown: could
 // not be verified. Reason: the class in CamelCase ("Orphaned", "NetnsReplaced"; see
 // ConditionReason). Message: space-separated key=value tokens "present=15001,15006
-// missing=15008 netns=4026532201" then free text after "; ".
+// missing=15008 netns=4026532201" (and "rules=present" when the agent inspects rules) then
+// free text after "; ".
 const ConditionAmbientCaptured corev1.PodConditionType = "meshmedic.io/AmbientCaptured"
 
 var conditionReasons = map[Class]string{
@@ -63,6 +64,10 @@ func AmbientCapturedCondition(f Finding, now time.Time) corev1.PodCondition {
 		b.WriteString(" netns=")
 		b.WriteString(strconv.FormatUint(f.Netns, 10))
 	}
+	if f.Rules != "" {
+		b.WriteString(" rules=")
+		b.WriteString(f.Rules)
+	}
 	if f.Detail != "" {
 		b.WriteString("; ")
 		b.WriteString(f.Detail)
@@ -102,6 +107,8 @@ func ParseAmbientCapturedCondition(c corev1.PodCondition) (Probe, error) {
 			p.Missing, err = parsePorts(v)
 		case "netns":
 			p.Netns, err = strconv.ParseUint(v, 10, 64)
+		case "rules":
+			p.RulesVerdict = v
 		}
 		if err != nil {
 			return Probe{}, fmt.Errorf("condition %s: %s: %w", c.Type, k, err)

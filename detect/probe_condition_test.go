@@ -13,10 +13,13 @@ import (
 )
 
 func TestConditionRoundTrip(t *testing.T) {
-	for _, c := range []Class{ClassCaptured, ClassOrphaned, ClassPartial, ClassNotEnrolled, ClassNetnsReplaced, ClassUnknown} {
+	for _, c := range []Class{ClassCaptured, ClassOrphaned, ClassPartial, ClassNotEnrolled, ClassNetnsReplaced, ClassUnknown, ClassBypass, ClassBlackhole} {
 		f := Finding{Class: c, Present: []uint16{15001}, Missing: []uint16{15006, 15008}, Netns: 4026532201, Detail: "x; y=z"}
-		if c == ClassCaptured {
+		if c == ClassCaptured || c == ClassBypass {
 			f.Present, f.Missing = []uint16{15001, 15006, 15008}, nil
+		}
+		if c == ClassBypass {
+			f.Rules = "absent"
 		}
 		cond := AmbientCapturedCondition(f, t0)
 		assert.Equal(t, ConditionAmbientCaptured, cond.Type)
@@ -26,7 +29,9 @@ func TestConditionRoundTrip(t *testing.T) {
 		assert.Equal(t, f.Present, p.Listeners.Ports)
 		assert.Equal(t, f.Missing, p.Missing)
 		assert.Equal(t, uint64(4026532201), p.Netns)
+		assert.Equal(t, f.Rules, p.RulesVerdict, c)
 	}
+	assert.Contains(t, AmbientCapturedCondition(Finding{Class: ClassBypass, Rules: "partial"}, t0).Message, " rules=partial")
 	assert.Equal(t, "NetnsReplaced", ConditionReason(ClassNetnsReplaced))
 	assert.Equal(t, ClassNetnsReplaced, ClassFromConditionReason("netns-replaced"))
 	assert.Equal(t, ClassUnknown, ClassFromConditionReason("Whatever"))

@@ -20,14 +20,29 @@ func WithNodeReadOptions(o netns.ReadOptions) NodeOption {
 	return func(p *NodeLocalProber) { p.read = o }
 }
 
+// RulesReader reads istio-cni's in-pod routing set-up of a process's netns
+// (netns.RuleReader).
+type RulesReader interface {
+	Rules(pid int) (netns.RoutingRules, error)
+}
+
+// WithRuleInspection makes the prober also read each pod's routing rules with r, so that
+// the Engine can tell bypass (listeners without istio-cni's redirect set-up) and blackhole
+// (the set-up without listeners) apart. netns.RuleReader needs
+// netns.RulesCapabilities.
+func WithRuleInspection(r RulesReader) NodeOption {
+	return func(p *NodeLocalProber) { p.rules = r }
+}
+
 // NodeLocalProber reads pods' netns through a proc root on the pods' node (the agent, or
 // `node scan`): the pod's sandbox process is found by SandboxUID in a cached
 // fs.Sandboxes() walk, revalidated on each use (fs.Revalidate) and re-walked only for a
 // pod it cannot place (at most once per Probe call); its listeners are read with r.
 type NodeLocalProber struct {
-	fs   netns.FS
-	r    netns.SocketReader
-	read netns.ReadOptions
+	fs    netns.FS
+	r     netns.SocketReader
+	read  netns.ReadOptions
+	rules RulesReader
 
 	mu    sync.Mutex
 	cache map[string]netns.Sandbox
@@ -90,7 +105,16 @@ func (p *NodeLocalProber) Probe(ctx context.Context, pod *corev1.Pod) (Probe, er
 		p.forget(uid)
 		return Probe{}, fmt.Errorf("pod %s pid %d: %w", podName(pod), s.PID, err)
 	}
-	return Probe{Listeners: l, Netns: s.Netns, Source: SourceNode}, nil
+	pr := Probe{Listeners: l, Netns: s.Netns, Source: SourceNode}
+	if p.rules != nil {
+		rr, err := p.rules.Rules(s.PID)
+		if err != nil {
+			pr.RulesErr = fmt.Errorf("pod %s pid %d: %w", podName(pod), s.PID, err)
+		} else {
+			pr.Rules = &rr
+		}
+	}
+	return pr, nil
 }
 
 // sandbox finds uid's sandbox: from the cache if it revalidates, else from a fresh walk

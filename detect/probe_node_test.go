@@ -2,6 +2,7 @@ package detect
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -80,4 +81,43 @@ func TestNodeLocalProber(t *testing.T) {
 	h.UID = types.UID(uidH)
 	_, err = p.Probe(ctx, &h)
 	assert.ErrorIs(t, err, ErrHostNetwork)
+}
+
+type fakeRules map[int]netns.RoutingRules
+
+func (f fakeRules) Rules(pid int) (netns.RoutingRules, error) {
+	rr, ok := f[pid]
+	if !ok {
+		return rr, fmt.Errorf("pid %d: %w", pid, netns.ErrProcessGone)
+	}
+	return rr, nil
+}
+
+func TestNodeLocalProberRuleInspection(t *testing.T) {
+	const uidA, uidB = "aaaaaaaa-0000-0000-0000-000000000001", "bbbbbbbb-0000-0000-0000-000000000002"
+	tree := netnstest.NewTree(t)
+	tree.Add(netnstest.Proc{PID: 100, Cgroup: netnstest.KubepodsCgroup(uidA), Start: 100, Netns: 4026532201,
+		TCP6: netnstest.Ptr(netnstest.TCP6(netnstest.Ztunnel(false, 10)...)), TCP: netnstest.Ptr(netnstest.TCP())})
+	tree.Add(netnstest.Proc{PID: 200, Cgroup: netnstest.KubepodsCgroup(uidB), Start: 200, Netns: 4026532202,
+		TCP6: netnstest.Ptr(netnstest.TCP6(netnstest.Ztunnel(false, 20)...)), TCP: netnstest.Ptr(netnstest.TCP())})
+	fs, err := netns.NewFS(tree.Root)
+	require.NoError(t, err)
+	a, b := enabledPod("shop", "a"), enabledPod("shop", "b")
+	a.UID, b.UID = uidA, uidB
+
+	p := NewNodeLocalProber(fs, netns.NewProcReader(fs), WithRuleInspection(fakeRules{100: {MarkRule4: true, LocalRoute4: true}}))
+	pa, err := p.Probe(context.Background(), &a)
+	require.NoError(t, err)
+	require.NotNil(t, pa.Rules)
+	assert.Equal(t, netns.RulesPresent, pa.Rules.State())
+	pb, err := p.Probe(context.Background(), &b)
+	require.NoError(t, err, "a failed rule read does not fail the probe")
+	assert.Nil(t, pb.Rules)
+	assert.ErrorIs(t, pb.RulesErr, netns.ErrProcessGone)
+	assert.ErrorContains(t, pb.RulesErr, "pod shop/b pid 200")
+
+	pa, err = NewNodeLocalProber(fs, netns.NewProcReader(fs)).Probe(context.Background(), &a)
+	require.NoError(t, err)
+	assert.Nil(t, pa.Rules, "no inspection unless asked")
+	assert.NoError(t, pa.RulesErr)
 }

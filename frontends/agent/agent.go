@@ -57,6 +57,11 @@ type Config struct {
 	SocketCountInterval time.Duration
 	// Reader reads a pod's LISTEN sockets; nil: netns.ProcReader over ProcRoot.
 	Reader netns.SocketReader
+	// Rules, when set, adds rule inspection (netns.RuleReader): every check also reads
+	// istio-cni's in-pod routing set-up, so bypass and blackhole are told apart from
+	// captured and orphaned. Rules lost while the listeners stay leave the socket counters
+	// alone: the slow full re-check (or a pod change) finds them.
+	Rules detect.RulesReader
 	// Breaker are the node circuit breaker's thresholds (zero: heal's defaults).
 	Breaker heal.Breaker
 }
@@ -226,7 +231,11 @@ func New(cs kubernetes.Interface, cfg Config, opts ...Option) (*Agent, error) {
 		// lacks a listener the engine requires of this pod (it passes them per pod), so an
 		// IPv4-only 127.0.0.1:15053 is still seen; loopback listeners nobody requires are not
 		// listed. node scan keeps Full.
-		a.prober = detect.NewNodeLocalProber(fs, reader, detect.WithNodeReadOptions(netns.ReadOptions{}))
+		opts := []detect.NodeOption{detect.WithNodeReadOptions(netns.ReadOptions{})}
+		if a.cfg.Rules != nil {
+			opts = append(opts, detect.WithRuleInspection(a.cfg.Rules))
+		}
+		a.prober = detect.NewNodeLocalProber(fs, reader, opts...)
 		a.engine = detect.New(lister, nsGetter, a.prober,
 			detect.WithSettings(a.cfg.Settings), detect.WithNode(a.cfg.NodeName), detect.WithClock(a.clock),
 			detect.WithConfirmDelay(a.cfg.Confirm), detect.WithLogger(a.log))

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/meshmedic/meshmedic/detect"
 	"github.com/meshmedic/meshmedic/frontends/agent"
 	"github.com/meshmedic/meshmedic/netns"
 )
@@ -27,6 +28,7 @@ func agentCommand(s Streams) *ucli.Command {
 		&ucli.DurationFlag{Name: "grace-period", Value: 5 * time.Minute, Usage: "how long a not-Ready orphan waits before --repair-stuck heals it"},
 		&ucli.StringFlag{Name: "young-rechecks", Value: "15s,45s,2m,5m", Usage: "pod ages at which a new pod is checked again (comma-separated durations; \"\" disables)"},
 		&ucli.StringFlag{Name: "socket-backend", Value: "proc", Usage: "how a pod's LISTEN sockets are read: proc (/proc/<pid>/net/tcp6, no capabilities) or netlink (sock_diag inside the pod's netns: ~10× cheaper, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE)"},
+		&ucli.BoolFlag{Name: "inspect-rules", Usage: "also read istio-cni's in-pod routing rules in each pod's netns (rtnetlink; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE): reports bypass (listeners, no redirection) and blackhole (redirection, no listeners)"},
 		&ucli.DurationFlag{Name: "socket-count-interval", DefaultText: "5×--tick", Usage: "a falling socket count re-checks one pod at most this often"},
 	}
 	flags = append(flags, kubeFlags()...)
@@ -56,6 +58,12 @@ func agentCommand(s Streams) *ucli.Command {
 			if err != nil {
 				return err
 			}
+			var rules detect.RulesReader
+			if c.Bool("inspect-rules") {
+				if rules, err = ruleInspection(c.String("proc-root")); err != nil {
+					return err
+				}
+			}
 			cs, err := clientset(c)
 			if err != nil {
 				return err
@@ -70,7 +78,7 @@ func agentCommand(s Streams) *ucli.Command {
 				Tick: c.Duration("tick"), FullRecheck: c.Duration("full-recheck"), Confirm: c.Duration("confirm"),
 				AutoRepair: c.Bool("auto-repair"), RepairStuck: c.Bool("repair-stuck"), GracePeriod: c.Duration("grace-period"),
 				Settings: settings, IstioNamespace: c.String("istio-namespace"),
-				YoungRechecks: young, SocketCountInterval: c.Duration("socket-count-interval"), Reader: reader,
+				YoungRechecks: young, SocketCountInterval: c.Duration("socket-count-interval"), Reader: reader, Rules: rules,
 				Strategy: agent.NewEvictStrategy(cs),
 			}, agent.WithLogger(log))
 			if err != nil {
@@ -123,4 +131,19 @@ func socketBackend(name, procRoot string) (netns.SocketReader, error) {
 		return r, nil
 	}
 	return nil, usagef("--socket-backend must be proc or netlink, not %q", name)
+}
+
+// ruleInspection returns a netns.RuleReader after proving at start, on the agent's own
+// process, that it may setns and dump routing rules, as socketBackend does for sock_diag.
+func ruleInspection(procRoot string) (*netns.RuleReader, error) {
+	fs, err := netns.NewFS(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	r := netns.NewRuleReader(fs)
+	if _, err := r.Rules(os.Getpid()); err != nil {
+		return nil, fmt.Errorf("--inspect-rules: cannot read routing rules inside a netns (needs %s): %w",
+			strings.Join(netns.RulesCapabilities, " and "), err)
+	}
+	return r, nil
 }

@@ -18,13 +18,15 @@ func nodeCommand(s Streams) *ucli.Command {
 			Usage: "inspect every pod sandbox under --proc-root and report ztunnel's in-pod listeners",
 			Description: "Reads /proc/<pid>/net/tcp{6,} of every pod sandbox found under --proc-root: no exec,\n" +
 				"no setns, nothing injected. Without --offline it joins with the API server's pods for\n" +
-				"--node and says which of them ambient should have captured.\n\n" +
+				"--node and says which of them ambient should have captured. With --inspect-rules it also\n" +
+				"enters each pod's netns to read istio-cni's routing rules (fwmark 0x111/0xfff -> table 100).\n\n" +
 				"Exit codes: 0 nothing found, 1 findings (a partial capture; with the API, a pod that\n" +
 				"should be captured and is not), 2 usage or runtime error.",
 			Flags: append([]ucli.Flag{
 				&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "proc root to read (the host's /proc mounted in a pod is usually /host/proc)"},
 				&ucli.BoolFlag{Name: "offline", Usage: "do not contact the API server: report sandboxes and listeners only"},
 				&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name in the API (required without --offline)"},
+				&ucli.BoolFlag{Name: "inspect-rules", Usage: "also read istio-cni's in-pod routing rules (rtnetlink inside each pod's netns; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE): tells bypass (listeners, no redirection) and blackhole (redirection, no listeners) apart"},
 				outputFlag(),
 			}, append(kubeFlags(), istioFlags()...)...),
 			Action: func(c *ucli.Context) error { return runNodeScan(c, s) },
@@ -42,6 +44,9 @@ type nodeScanPod struct {
 	Listeners   []uint16 `json:"listeners"`
 	Capture     string   `json:"capture"`
 	Error       string   `json:"error,omitempty"`
+	// Rules is istio-cni's in-pod routing set-up with --inspect-rules: present, absent,
+	// partial, or unknown (read failed; the reason is in error).
+	Rules string `json:"rules,omitempty"`
 	// Filled when joined with the API server.
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name,omitempty"`
@@ -76,6 +81,10 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	if err != nil {
 		return err
 	}
+	inspectRules := c.Bool("inspect-rules")
+	if inspectRules {
+		netns.InspectRules(&rep, netns.NewRuleReader(fs))
+	}
 	var out nodeScanOutput
 	if c.Bool("offline") {
 		out.Pods = make([]nodeScanPod, 0, len(rep.Pods))
@@ -83,7 +92,8 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 			row := nodeScanRow(p)
 			// Offline the expectation is unknown; a partial capture is a finding on its
 			// own: some of ztunnel's listeners are there, so the pod was captured and lost some.
-			row.Finding = p.Capture == netns.CapturePartial
+			row.Finding = p.Capture == netns.CapturePartial ||
+				(p.Capture == netns.Captured && p.Rules != nil && p.Rules.State() != netns.RulesPresent)
 			out.Pods = append(out.Pods, row)
 		}
 	} else if out, err = joinNodeScan(c, s, rep); err != nil {
@@ -93,7 +103,7 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	for _, p := range rep.Problems {
 		out.Problems = append(out.Problems, p.Error())
 	}
-	if err := renderNodeScan(s, format, out, !c.Bool("offline")); err != nil {
+	if err := renderNodeScan(s, format, out, !c.Bool("offline"), inspectRules); err != nil {
 		return err
 	}
 	findings, unknown := 0, 0
@@ -109,7 +119,11 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 		fmt.Fprintf(s.Err, "note: %d pod(s) could not be verified (capture unknown): never treated as healthy or as orphans\n", unknown)
 	}
 	if findings > 0 {
-		return fmt.Errorf("%d pod(s) with missing ztunnel listeners: %w", findings, ErrFindings)
+		what := "missing ztunnel listeners"
+		if inspectRules {
+			what = "missing ztunnel listeners or istio-cni redirection"
+		}
+		return fmt.Errorf("%d pod(s) with %s: %w", findings, what, ErrFindings)
 	}
 	return nil
 }
@@ -125,22 +139,38 @@ func nodeScanRow(p netns.PodNetns) nodeScanPod {
 	if p.Err != nil {
 		r.Error = p.Err.Error()
 	}
+	switch {
+	case p.Rules != nil:
+		r.Rules = string(p.Rules.State())
+	case p.RulesErr != nil:
+		r.Rules = "unknown"
+		if r.Error == "" {
+			r.Error = p.RulesErr.Error()
+		}
+	}
 	return r
 }
 
-func renderNodeScan(s Streams, format string, out nodeScanOutput, joined bool) error {
+func renderNodeScan(s Streams, format string, out nodeScanOutput, joined, rules bool) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
 	}
-	var t *table
+	var head []string
 	switch {
 	case joined:
-		t = newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "CAPTURE", "EXPECTED", "LISTENERS", "PID", "NETNS")
+		head = []string{"NAMESPACE", "NAME", "CLASS", "CAPTURE", "EXPECTED", "LISTENERS", "PID", "NETNS"}
 	default:
-		t = newTable(s.Out, "POD UID", "CAPTURE", "LISTENERS", "PID", "NETNS")
+		head = []string{"POD UID", "CAPTURE", "LISTENERS", "PID", "NETNS"}
 	}
+	if rules {
+		head = append(head, "RULES")
+	}
+	t := newTable(s.Out, head...)
 	for _, p := range out.Pods {
 		cols := []string{string(p.Capture), joinPorts(p.Listeners), pidCol(p.PID), netnsCol(p.Netns)}
+		if rules {
+			cols = append(cols, dash(p.Rules))
+		}
 		if joined {
 			cols = append([]string{dash(p.Namespace), dash(p.Name), dash(p.Class), cols[0], dash(p.Expected)}, cols[1:]...)
 		} else {
