@@ -159,3 +159,60 @@ func ipShow(t *testing.T, pid int, args string) string {
 	require.NoError(t, err, "ip %s: %s", args, out)
 	return string(out)
 }
+
+// BenchmarkKernelRuleReader measures one rule inspection (an RTM_GETRULE and an
+// RTM_GETROUTE dump inside the pod's netns) on a pod with istio-cni's routing set-up and
+// an IPv4 and IPv6 address, beside one DiagReader listener read of the same pod: rule
+// inspection adds its cost to every check.
+func BenchmarkKernelRuleReader(b *testing.B) {
+	podsim.RequirePrivileged(b)
+	sim, err := podsim.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := sim.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	p, err := sim.AddPod(podsim.PodSpec{IPv4: netip.MustParseAddr("10.250.0.9"), IPv6: netip.MustParseAddr("fd00:250::9")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sim.Capture(p, true); err != nil {
+		b.Fatal(err)
+	}
+	nsenter := func(args ...string) {
+		out, err := exec.Command("nsenter", append([]string{"--net=/proc/" + strconv.Itoa(p.PID) + "/ns/net", "--", "ip"}, args...)...).CombinedOutput()
+		if err != nil {
+			b.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	nsenter(strings.Fields(localRoute4)...)
+	nsenter(strings.Fields(markRule4)...)
+	nsenter(strings.Fields(markRule6)...)
+	nsenter(strings.Fields(localRoute6)...)
+	fs, err := netns.NewFS("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("rules", func(b *testing.B) {
+		r := netns.NewRuleReader(fs)
+		b.ReportAllocs()
+		for b.Loop() {
+			rr, err := r.Rules(p.PID)
+			if err != nil || rr.State() != netns.RulesPresent {
+				b.Fatal(err, rr)
+			}
+		}
+	})
+	b.Run("diag-fast", func(b *testing.B) {
+		r := netns.NewDiagReader(fs)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.Listeners(p.PID, netns.ReadOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,7 @@ import (
 type RuleReader struct {
 	root string
 	seq  atomic.Uint32
+	pool sync.Pool // *[]byte of rulesBufBytes, for receiving
 }
 
 // NewRuleReader returns a reader for the processes of fs's proc root.
@@ -78,7 +80,13 @@ func (r *RuleReader) Rules(pid int) (RoutingRules, error) {
 	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return rr, fmt.Errorf("pid %d: connect rtnetlink socket: %w", pid, err)
 	}
-	buf := make([]byte, rulesBufBytes)
+	bp, _ := r.pool.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, rulesBufBytes)
+		bp = &b
+	}
+	defer r.pool.Put(bp)
+	buf := *bp
 	if err := r.dump(fd, rtmGetRule, buf, func(b []byte, seq uint32) (bool, error) { return parseRuleMessages(b, seq, &rr) }); err != nil {
 		return RoutingRules{}, fmt.Errorf("pid %d: rtnetlink dump of routing rules: %w", pid, err)
 	}
