@@ -210,9 +210,11 @@ func TestRebootOrphanHealedByAgent(t *testing.T) {
 
 // Rules gone, listeners still there (istio/istio #56652): the pod's own traffic bypasses
 // ztunnel. Under STRICT mTLS its peer refuses the plaintext, and ztunnel's log names the
-// pod (signal A). meshmedic judges capture on listeners, so without rule inspection (the
-// bypass class, not implemented) scan still reports the pod captured: this feature pins
-// that, so that the day rule inspection lands it fails and is updated on purpose.
+// pod (signal A). scan judges capture on listeners, so it still reports the pod captured.
+// Rule inspection (node scan / agent --inspect-rules, the bypass class) reads istio-cni's
+// routing rules, which this flush of iptables alone leaves in place: it would say captured
+// too. This feature pins that, so that the day iptables/nft rules are inspected it fails and
+// is updated on purpose. (The sandbox tier's rules-bypass scenario covers the routing rules.)
 func TestRulesFlushedListenersKept(t *testing.T) {
 	var client *corev1.Pod
 	need := func(t *testing.T) {
@@ -253,13 +255,13 @@ spec:
 			assert.Error(t, curl(ctx), "plaintext from the bypassing client is refused under STRICT")
 			return ctx
 		}).
-		Assess("scan still sees the client captured (listeners present; rule inspection not implemented)", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+		Assess("scan still sees the client captured (listeners present; iptables rules are not inspected)", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
 			need(t)
 			out, res := scan(ctx, t, "--all")
 			assert.Equal(t, 0, res.Code, res.Stdout)
 			for _, f := range out.Findings {
 				if f.Name == client.Name {
-					assert.Equal(t, "captured", f.Class, "if this is now bypass, rule inspection landed: update this feature")
+					assert.Equal(t, "captured", f.Class, "if this is now bypass, iptables rules are inspected: update this feature")
 				}
 			}
 			return ctx
