@@ -422,10 +422,12 @@ func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, now 
 }
 
 // ensureCaptured plays istio-cni + ztunnel: a pod enroll says should be captured gets
-// ztunnel's in-pod listeners and then the "enabled" annotation, once; a captured pod that
-// stops being selected (e.g. labelled istio.io/dataplane-mode=none) loses both, as
-// istio-cni removes it from the mesh (cni/pkg/nodeagent/informers.go, reconcilePod), and
-// gets them back when it is selected again.
+// istio-cni's in-pod routing rule and route, then ztunnel's in-pod listeners (istio-cni
+// programs the netns, then hands it to ztunnel), then the "enabled" annotation, once; a
+// captured pod that stops being selected (e.g. labelled istio.io/dataplane-mode=none) loses
+// all three (listeners first, then rules), as istio-cni removes it from the mesh
+// (cni/pkg/nodeagent/informers.go, reconcilePod), and gets them back when it is selected
+// again.
 func (n *Node) ensureCaptured(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
 	ns, _ := n.nsLis(pod.Namespace)
 	if ns == nil {
@@ -438,12 +440,19 @@ func (n *Node) ensureCaptured(ctx context.Context, pod *corev1.Pod, sp *simPod) 
 	annotated := pod.Annotations[enroll.AnnotationRedirection] == "enabled"
 	switch {
 	case want && !have:
+		// Redirect is idempotent, so a retry after a failed Capture is safe.
+		if err := n.sim.Redirect(sp.pod); err != nil {
+			return err
+		}
 		if err := n.sim.Capture(sp.pod, n.opt.DNS); err != nil {
 			return err
 		}
 		n.setCaptured(sp, true)
 	case !want && have:
 		if err := n.sim.Flush(sp.pod); err != nil {
+			return err
+		}
+		if err := n.sim.Unredirect(sp.pod); err != nil {
 			return err
 		}
 		n.setCaptured(sp, false)
@@ -510,17 +519,44 @@ func (n *Node) Flush(namespace, name string, ports ...uint16) error {
 	return n.sim.Flush(sp.pod, ports...)
 }
 
-// Recapture opens ztunnel's listeners again (ztunnel re-adding the pod).
+// Recapture re-adds the pod as istio-cni does: its in-pod routing rules (kept as they are
+// when already there; a netns from ReplaceNetns has none), then ztunnel's listeners.
 func (n *Node) Recapture(namespace, name string) error {
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
 	}
+	if err := n.sim.Redirect(sp.pod); err != nil {
+		return err
+	}
 	return n.sim.Capture(sp.pod, n.opt.DNS)
 }
 
-// ReplaceNetns recreates the pod's sandbox in a fresh, empty netns while the pod keeps its
-// UID and annotation (istio/istio #61182).
+// Unredirect removes istio-cni's in-pod routing rule and route from the pod's netns and
+// leaves ztunnel's listeners in place: rules gone, listeners stay — the bypass of
+// istio/istio #56652 (the pod looks healthy to meshed peers while its own outbound and
+// plaintext inbound skip ztunnel). The annotation stays as it is.
+func (n *Node) Unredirect(namespace, name string) error {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.sim.Unredirect(sp.pod)
+}
+
+// Redirect installs istio-cni's in-pod routing rule and route in the pod's current netns
+// again (idempotent). With Flush first it makes the blackhole case: rules present,
+// listeners gone.
+func (n *Node) Redirect(namespace, name string) error {
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.sim.Redirect(sp.pod)
+}
+
+// ReplaceNetns recreates the pod's sandbox in a fresh, empty netns (no listeners, no rules)
+// while the pod keeps its UID and annotation (istio/istio #61182).
 func (n *Node) ReplaceNetns(namespace, name string) error {
 	sp, err := n.lookup(namespace, name)
 	if err != nil {

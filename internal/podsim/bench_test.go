@@ -52,3 +52,28 @@ func BenchmarkCaptureFlush(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRedirect measures Redirect alone in a dual-stack pod netns (one inNetns probe, then
+// one nsenter + `ip -batch -` per address family); it is idempotent, so every iteration does the
+// full work.
+func BenchmarkRedirect(b *testing.B) {
+	RequirePrivileged(b)
+	s, err := New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	p, err := s.AddPod(PodSpec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := s.Redirect(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

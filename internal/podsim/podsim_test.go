@@ -650,6 +650,9 @@ func TestConcurrentUse(t *testing.T) {
 		go func() {
 			p, err := s.AddPod(PodSpec{Driver: []CgroupDriver{DriverSystemd, DriverCgroupfs}[i%2]})
 			if err == nil {
+				err = s.Redirect(p)
+			}
+			if err == nil {
 				err = s.Capture(p, true)
 			}
 			if err == nil {
@@ -657,6 +660,9 @@ func TestConcurrentUse(t *testing.T) {
 			}
 			if err == nil {
 				err = s.Flush(p, PortHBONE)
+			}
+			if err == nil && i%2 == 1 {
+				err = s.Unredirect(p)
 			}
 			if err == nil && i%2 == 0 {
 				err = s.ReplaceNetns(p)
