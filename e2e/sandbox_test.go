@@ -88,6 +88,7 @@ func TestSandbox(t *testing.T) {
 	t.Run("readiness-gate", func(t *testing.T) { scenarioAgentReadinessGate(ctx, t, e) })
 	t.Run("examples", func(t *testing.T) { scenarioExamples(ctx, t, e) })
 	t.Run("deploy-manifests", func(t *testing.T) { scenarioDeployManifests(ctx, t, e) })
+	t.Run("rules-inspection", func(t *testing.T) { scenarioRulesInspection(ctx, t, e) })
 }
 
 // nodeScan runs `meshmedic node scan` joined with the API, as JSON.
@@ -120,6 +121,7 @@ type scanRow struct {
 	Expected    string   `json:"expected"`
 	Reason      string   `json:"reason"`
 	Class       string   `json:"class"`
+	Rules       string   `json:"rules"`
 }
 
 func scenarioNodeScan(ctx context.Context, t *testing.T, e *env) {
