@@ -93,10 +93,17 @@ func (r *DiagReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
 	return l, nil
 }
 
-// open returns a NETLINK_SOCK_DIAG socket that lives in the network namespace of pid,
-// connected to the kernel so that no other process of that netns can send to it.
+// open returns a NETLINK_SOCK_DIAG socket that lives in the network namespace of pid.
 func (r *DiagReader) open(pid int) (int, error) {
-	path := r.root + "/" + strconv.Itoa(pid) + "/ns/net"
+	return netlinkIn(r.root, pid, unix.NETLINK_SOCK_DIAG, diagCapsHint)
+}
+
+// netlinkIn returns a netlink socket of protocol proto that lives in the network namespace
+// of pid under root, connected to the kernel so that no other process of that netns can
+// send to it. A process that is gone: ErrProcessGone; a permission error ends with hint
+// (the capabilities the caller's reader needs).
+func netlinkIn(root string, pid, proto int, hint string) (int, error) {
+	path := root + "/" + strconv.Itoa(pid) + "/ns/net"
 	nsfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		err = &fs.PathError{Op: "open", Path: path, Err: err}
@@ -104,21 +111,21 @@ func (r *DiagReader) open(pid int) (int, error) {
 		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
 			return -1, fmt.Errorf("pid %d: %w: %w", pid, ErrProcessGone, err)
 		case errors.Is(err, fs.ErrPermission):
-			return -1, fmt.Errorf("pid %d: %w (%s)", pid, err, diagCapsHint)
+			return -1, fmt.Errorf("pid %d: %w (%s)", pid, err, hint)
 		}
 		return -1, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	fd, err := socketInNetns(nsfd, unix.NETLINK_SOCK_DIAG)
+	fd, err := socketInNetns(nsfd, proto)
 	unix.Close(nsfd)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
-			return -1, fmt.Errorf("pid %d: %w (%s)", pid, err, diagCapsHint)
+			return -1, fmt.Errorf("pid %d: %w (%s)", pid, err, hint)
 		}
 		return -1, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("pid %d: connect netlink sock_diag socket: %w", pid, err)
+		return -1, fmt.Errorf("pid %d: connect netlink socket (protocol %d): %w", pid, proto, err)
 	}
 	return fd, nil
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -56,30 +54,11 @@ const (
 // gone: an error wrapping ErrProcessGone.
 func (r *RuleReader) Rules(pid int) (RoutingRules, error) {
 	var rr RoutingRules
-	path := r.root + "/" + strconv.Itoa(pid) + "/ns/net"
-	nsfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := netlinkIn(r.root, pid, unix.NETLINK_ROUTE, rulesCapsHint)
 	if err != nil {
-		err = &fs.PathError{Op: "open", Path: path, Err: err}
-		switch {
-		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
-			return rr, fmt.Errorf("pid %d: %w: %w", pid, ErrProcessGone, err)
-		case errors.Is(err, fs.ErrPermission):
-			return rr, fmt.Errorf("pid %d: %w (%s)", pid, err, rulesCapsHint)
-		}
-		return rr, fmt.Errorf("pid %d: %w", pid, err)
-	}
-	fd, err := socketInNetns(nsfd, unix.NETLINK_ROUTE)
-	unix.Close(nsfd)
-	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return rr, fmt.Errorf("pid %d: %w (%s)", pid, err, rulesCapsHint)
-		}
-		return rr, fmt.Errorf("pid %d: %w", pid, err)
+		return rr, err
 	}
 	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return rr, fmt.Errorf("pid %d: connect rtnetlink socket: %w", pid, err)
-	}
 	bp, _ := r.pool.Get().(*[]byte)
 	if bp == nil {
 		b := make([]byte, rulesBufBytes)
