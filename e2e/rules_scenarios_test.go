@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +50,15 @@ func scenarioRulesInspection(ctx context.Context, t *testing.T, e *env) {
 		assert.Equal(t, want[1], rows[p].Rules, p)
 	}
 	assert.Subset(t, rows[key(bypass)].Listeners, []uint16{15001, 15006, 15008}, "the bypass pod keeps its listeners")
+
+	// Without the capabilities it needs, --inspect-rules is a clear runtime error (exit 2),
+	// never a scan that quietly reads no rules.
+	out, err := exec.CommandContext(ctx, "setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", e.bin,
+		"node", "scan", "--offline", "--inspect-rules", "--proc-root", "/proc").CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "%s", out)
+	assert.Equal(t, 2, exitErr.ExitCode(), "%s", out)
+	assert.Contains(t, string(out), "CAP_SYS_ADMIN", "the error names the capabilities")
 
 	// Without inspection the output is what it always was.
 	rows, res = nodeScan(ctx, t, e)

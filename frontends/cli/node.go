@@ -83,7 +83,11 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	}
 	inspectRules := c.Bool("inspect-rules")
 	if inspectRules {
-		netns.InspectRules(&rep, netns.NewRuleReader(fs))
+		r, err := ruleInspection(c.String("proc-root"))
+		if err != nil {
+			return err
+		}
+		netns.InspectRules(&rep, r)
 	}
 	var out nodeScanOutput
 	if c.Bool("offline") {
