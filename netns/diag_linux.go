@@ -48,17 +48,20 @@ const diagCapsHint = "the netlink socket backend needs CAP_SYS_ADMIN (setns into
 type DiagReader struct {
 	root string
 	seq  atomic.Uint32
-	pool sync.Pool // *[]byte of diagBufSize, for receiving
 }
 
 // NewDiagReader returns a netlink sock_diag reader for the processes of fs's proc root
 // (<root>/<pid>/ns/net is what it opens).
 func NewDiagReader(fs FS) *DiagReader { return &DiagReader{root: fs.root} }
 
-// diagBufSize is a receive buffer that holds any netlink dump datagram: the kernel sizes
+// netlinkBufSize is a receive buffer that holds any netlink dump datagram: the kernel sizes
 // dump skbs by the largest receive buffer seen, capped at 32 KiB (net/netlink/af_netlink.c,
 // netlink_recvmsg and netlink_dump).
-const diagBufSize = 32 << 10
+const netlinkBufSize = 32 << 10
+
+// netlinkBufs holds *[]byte of netlinkBufSize, the receive buffers of DiagReader and
+// RuleReader.
+var netlinkBufs = sync.Pool{New: func() any { b := make([]byte, netlinkBufSize); return &b }}
 
 // Listeners implements SocketReader.
 func (r *DiagReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
@@ -76,12 +79,8 @@ func (r *DiagReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
 		return l, err
 	}
 	defer unix.Close(fd)
-	bp, _ := r.pool.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, diagBufSize)
-		bp = &b
-	}
-	defer r.pool.Put(bp)
+	bp := netlinkBufs.Get().(*[]byte)
+	defer netlinkBufs.Put(bp)
 
 	l.Sockets, l.Ports = make([]Socket, 0, 16), make([]uint16, 0, 5)
 	l.TCP6 = r.dump(fd, pid, unix.AF_INET6, *bp, &l)
@@ -230,32 +229,18 @@ func (r *DiagReader) dump(fd, pid int, family uint8, buf []byte, l *Listeners) T
 	seq := r.seq.Add(1)
 	var req [nlmsgHdrLen + inetDiagReqV2Len]byte
 	diagRequest(&req, family, seq)
-	if err := sendAll(fd, req[:]); err != nil {
-		return fail(err)
-	}
 	first := len(l.Sockets)
-	for {
-		n, err := recvTrunc(fd, buf)
-		if err != nil {
-			return fail(err)
-		}
-		if n > len(buf) {
-			return fail(fmt.Errorf("datagram of %d bytes truncated to %d", n, len(buf)))
-		}
+	err := netlinkDump(fd, req[:], buf, func(b []byte) (bool, error) {
 		var rows int
 		var done bool
-		l.Sockets, rows, done, err = parseDiagMessages(buf[:n], seq, l.Sockets)
+		var err error
+		l.Sockets, rows, done, err = parseDiagMessages(b, seq, l.Sockets)
 		t.Stats.Rows += rows
-		if err != nil {
-			l.Sockets = l.Sockets[:first]
-			return fail(err)
-		}
-		if done {
-			break
-		}
-		if n == 0 {
-			return fail(errors.New("dump ended without NLMSG_DONE"))
-		}
+		return done, err
+	})
+	if err != nil {
+		l.Sockets = l.Sockets[:first]
+		return fail(err)
 	}
 	t.Status = TableOK
 	for _, s := range l.Sockets[first:] {
@@ -266,6 +251,34 @@ func (r *DiagReader) dump(fd, pid int, family uint8, buf []byte, l *Listeners) T
 		}
 	}
 	return t
+}
+
+// netlinkDump sends one dump request on fd and feeds each reply datagram, received into
+// buf, to parse until parse reports the dump done. A datagram larger than buf, or the end
+// of the stream before NLMSG_DONE, is an error.
+func netlinkDump(fd int, req, buf []byte, parse func([]byte) (done bool, err error)) error {
+	if err := sendAll(fd, req); err != nil {
+		return err
+	}
+	for {
+		n, err := recvTrunc(fd, buf)
+		if err != nil {
+			return err
+		}
+		if n > len(buf) {
+			return fmt.Errorf("datagram of %d bytes truncated to %d", n, len(buf))
+		}
+		if n == 0 {
+			return errors.New("dump ended without NLMSG_DONE")
+		}
+		done, err := parse(buf[:n])
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
 }
 
 func sendAll(fd int, b []byte) error {

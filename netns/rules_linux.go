@@ -4,9 +4,7 @@ package netns
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +22,6 @@ import (
 type RuleReader struct {
 	root string
 	seq  atomic.Uint32
-	pool sync.Pool // *[]byte of rulesBufBytes, for receiving
 }
 
 // NewRuleReader returns a reader for the processes of fs's proc root.
@@ -35,19 +32,18 @@ const rulesCapsHint = "rule inspection needs CAP_SYS_ADMIN (setns into the pod's
 
 // rtnetlink wire constants (include/uapi/linux/rtnetlink.h, fib_rules.h).
 const (
-	rtmNewRoute   = 24 // RTM_NEWROUTE
-	rtmGetRoute   = 26 // RTM_GETROUTE
-	rtmNewRule    = 32 // RTM_NEWRULE
-	rtmGetRule    = 34 // RTM_GETRULE
-	rtMsgLen      = 12 // struct rtmsg and struct fib_rule_hdr
-	rtaDst        = 1  // RTA_DST
-	rtaTable      = 15 // RTA_TABLE
-	fraFwmark     = 10 // FRA_FWMARK
-	fraTable      = 15 // FRA_TABLE
-	fraFwmask     = 16 // FRA_FWMASK
-	frActToTbl    = 1  // FR_ACT_TO_TBL
-	rtnLocal      = 2  // RTN_LOCAL
-	rulesBufBytes = 32 << 10
+	rtmNewRoute = 24 // RTM_NEWROUTE
+	rtmGetRoute = 26 // RTM_GETROUTE
+	rtmNewRule  = 32 // RTM_NEWRULE
+	rtmGetRule  = 34 // RTM_GETRULE
+	rtMsgLen    = 12 // struct rtmsg and struct fib_rule_hdr
+	rtaDst      = 1  // RTA_DST
+	rtaTable    = 15 // RTA_TABLE
+	fraFwmark   = 10 // FRA_FWMARK
+	fraTable    = 15 // FRA_TABLE
+	fraFwmask   = 16 // FRA_FWMASK
+	frActToTbl  = 1  // FR_ACT_TO_TBL
+	rtnLocal    = 2  // RTN_LOCAL
 )
 
 // Rules returns what pid's netns shows of istio-cni's routing set-up. A process that is
@@ -59,12 +55,8 @@ func (r *RuleReader) Rules(pid int) (RoutingRules, error) {
 		return rr, err
 	}
 	defer unix.Close(fd)
-	bp, _ := r.pool.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, rulesBufBytes)
-		bp = &b
-	}
-	defer r.pool.Put(bp)
+	bp := netlinkBufs.Get().(*[]byte)
+	defer netlinkBufs.Put(bp)
 	buf := *bp
 	if err := r.dump(fd, rtmGetRule, buf, func(b []byte, seq uint32) (bool, error) { return parseRuleMessages(b, seq, &rr) }); err != nil {
 		return RoutingRules{}, fmt.Errorf("pid %d: rtnetlink dump of routing rules: %w", pid, err)
@@ -86,28 +78,7 @@ func (r *RuleReader) dump(fd int, typ uint16, buf []byte, parse func([]byte, uin
 	ne.PutUint16(req[6:], nlmFRequest|nlmFDump)
 	ne.PutUint32(req[8:], seq)
 	// The payload (struct rtmsg / fib_rule_hdr) stays zero: family AF_UNSPEC, no filter.
-	if err := sendAll(fd, req[:]); err != nil {
-		return err
-	}
-	for {
-		n, err := recvTrunc(fd, buf)
-		if err != nil {
-			return err
-		}
-		if n > len(buf) {
-			return fmt.Errorf("datagram of %d bytes truncated to %d", n, len(buf))
-		}
-		if n == 0 {
-			return errors.New("dump ended without NLMSG_DONE")
-		}
-		done, err := parse(buf[:n], seq)
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
+	return netlinkDump(fd, req[:], buf, func(b []byte) (bool, error) { return parse(b, seq) })
 }
 
 // parseRuleMessages parses one datagram of an RTM_GETRULE dump reply (walkNetlink's rules:
