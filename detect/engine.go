@@ -136,7 +136,7 @@ func (e *Engine) ScanPods(ctx context.Context, pods []corev1.Pod) (Report, error
 	if err := ctx.Err(); err != nil {
 		return Report{}, err
 	}
-	findings, perr := e.check(ctx, pods, nsCache, false)
+	findings, perr := e.check(ctx, pods, nsCache)
 	if perr != nil {
 		return Report{}, perr
 	}
@@ -192,8 +192,8 @@ type job struct {
 	done  bool // probed
 }
 
-// check expects, probes and classifies pods. confirming marks the result of Confirm.
-func (e *Engine) check(ctx context.Context, pods []corev1.Pod, nsCache map[string]nsInfo, confirming bool) ([]Finding, error) {
+// check expects, probes and classifies pods.
+func (e *Engine) check(ctx context.Context, pods []corev1.Pod, nsCache map[string]nsInfo) ([]Finding, error) {
 	jobs := make([]job, len(pods))
 	var toProbe []int
 	for i := range pods {
@@ -217,7 +217,7 @@ func (e *Engine) check(ctx context.Context, pods []corev1.Pod, nsCache map[strin
 	out := make([]Finding, len(jobs))
 	e.mu.Lock()
 	for i := range jobs {
-		out[i] = e.classify(&jobs[i], now, confirming)
+		out[i] = e.classify(&jobs[i], now)
 	}
 	e.forgetOld(now)
 	e.mu.Unlock()
@@ -274,7 +274,7 @@ feed:
 }
 
 // classify turns one job into a Finding and updates the per-UID state. e.mu is held.
-func (e *Engine) classify(j *job, now time.Time, confirming bool) Finding {
+func (e *Engine) classify(j *job, now time.Time) Finding {
 	pod := j.pod
 	f := Finding{
 		Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Node: pod.Spec.NodeName, IP: podIP(pod),
@@ -360,7 +360,6 @@ func (e *Engine) classify(j *job, now time.Time, confirming bool) Finding {
 		}
 		st.confirmations++
 		f.FirstSeen, f.Confirmations = st.firstSeen, st.confirmations
-		f.Confirmed = confirming
 	} else {
 		st.firstSeen, st.confirmations = time.Time{}, 0
 	}
@@ -418,12 +417,12 @@ func classDetail(c Class, ev Evidence, exp enroll.Expectation) string {
 	return exp.Detail
 }
 
-// Confirm is the flap guard: it waits the confirm delay on the Engine's clock, re-reads the
-// pods behind r's actionable findings and probes them again. A finding still actionable is
-// Confirmed (and counts one more confirmation); others take their new class (a flap that
-// recovered becomes captured with 0 confirmations); a pod that is gone or was replaced
-// (new UID) becomes unknown with a detail saying so. Findings that were not actionable are
-// returned unchanged.
+// Confirm is the blocking flap guard: it waits the confirm delay on the Engine's clock,
+// re-reads the pods behind r's actionable findings, probes them again and Settles the
+// result. A finding still actionable is Confirmed (it has now been seen twice, the confirm
+// delay apart); others take their new class (a flap that recovered becomes captured with 0
+// confirmations); a pod that is gone or was replaced (new UID) becomes unknown with a detail
+// saying so. Findings that were not actionable are returned unchanged.
 func (e *Engine) Confirm(ctx context.Context, r Report) (Report, error) {
 	type key struct {
 		ns, name string
@@ -469,7 +468,7 @@ func (e *Engine) Confirm(ctx context.Context, r Report) (Report, error) {
 	}
 	nsCache, errs := e.namespaces(ctx, pods)
 	out.Errors = append(out.Errors, errs...)
-	fresh, err := e.check(ctx, pods, nsCache, true)
+	fresh, err := e.check(ctx, pods, nsCache)
 	if err != nil {
 		return Report{}, err
 	}
@@ -492,7 +491,50 @@ func (e *Engine) Confirm(ctx context.Context, r Report) (Report, error) {
 	}
 	e.forgetOld(now)
 	e.mu.Unlock()
+	out, _ = e.Settle(out)
 	return out, nil
+}
+
+// Settle is the flap guard without waiting (the agent's sweep, a controller's reconcile):
+// it marks Confirmed every actionable finding of r that this Engine has seen actionable at
+// least twice in a row, the latest sighting at least the confirm delay after the first; with a
+// confirm delay ≤ 0 every actionable finding is confirmed at once. For each actionable
+// finding left unconfirmed it returns when to probe the pod again (never earlier than now,
+// on the Engine's clock) — the caller re-scans those pods then, and Settles again.
+// Confirm is Settle after a blocking wait and a re-probe.
+func (e *Engine) Settle(r Report) (Report, map[types.UID]time.Time) {
+	now := e.clock.Now()
+	out := Report{Checked: r.Checked, Findings: slices.Clone(r.Findings), Errors: r.Errors}
+	var due map[types.UID]time.Time
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range out.Findings {
+		f := &out.Findings[i]
+		if !f.Actionable() {
+			f.Confirmed = false
+			continue
+		}
+		// The latest observation must itself be at least the delay after the first: a
+		// report settled late does not turn two quick sightings into proof.
+		seen := now
+		if st := e.state[f.UID]; st != nil && !st.lastSeen.IsZero() {
+			seen = st.lastSeen
+		}
+		at := f.FirstSeen.Add(e.confirmDelay)
+		if e.confirmDelay <= 0 || (f.Confirmations >= 2 && !seen.Before(at)) {
+			f.Confirmed = true
+			continue
+		}
+		f.Confirmed = false
+		if due == nil {
+			due = map[types.UID]time.Time{}
+		}
+		if at.Before(now) {
+			at = now
+		}
+		due[f.UID] = at
+	}
+	return out, due
 }
 
 // ScanAndConfirm is Scan followed by Confirm.

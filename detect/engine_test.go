@@ -426,3 +426,64 @@ func TestScanRuleInspection(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, string(b), `"rules"`, "no rules field without inspection")
 }
+
+func TestSettle(t *testing.T) {
+	w := newWorld(enabledPod("shop", "orphan"), enabledPod("shop", "ok"))
+	pr := newFakeProber()
+	pr.set("orphan", Probe{Listeners: listeners()})
+	clk := clocktesting.NewFakeClock(t0)
+	e := New(w, w, pr, WithClock(clk), WithConfirmDelay(10*time.Second))
+
+	// First sighting: not confirmed, due once the confirm delay has passed.
+	rep, err := e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	rep, due := e.Settle(rep)
+	assert.False(t, byName(rep)["orphan"].Confirmed)
+	assert.Equal(t, map[types.UID]time.Time{"uid-orphan": t0.Add(10 * time.Second)}, due)
+
+	// Seen again too early: two observations, but the delay has not passed.
+	clk.Step(4 * time.Second)
+	rep, err = e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	rep, due = e.Settle(rep)
+	assert.False(t, byName(rep)["orphan"].Confirmed)
+	assert.Equal(t, t0.Add(10*time.Second), due["uid-orphan"])
+
+	// Settled late, the same two sightings are still too close together: due (now).
+	clk.Step(10 * time.Second)
+	rep, due = e.Settle(rep)
+	assert.False(t, byName(rep)["orphan"].Confirmed)
+	assert.Equal(t, clk.Now(), due["uid-orphan"], "a due time in the past is clamped to now")
+
+	// Observed again after the delay: confirmed, nothing due.
+	rep, err = e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	rep, due = e.Settle(rep)
+	assert.True(t, byName(rep)["orphan"].Confirmed)
+	assert.False(t, byName(rep)["ok"].Confirmed, "captured findings are never confirmed")
+	assert.Empty(t, due)
+
+	// A recovery ends the streak: the next orphaning starts over.
+	pr.set("orphan", Probe{Listeners: listeners(15001, 15006, 15008)})
+	rep, err = e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	pr.set("orphan", Probe{Listeners: listeners()})
+	rep, err = e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	rep, due = e.Settle(rep)
+	assert.False(t, byName(rep)["orphan"].Confirmed)
+	assert.Equal(t, 1, byName(rep)["orphan"].Confirmations)
+	assert.Len(t, due, 1)
+}
+
+func TestSettleWithoutDelayConfirmsAtOnce(t *testing.T) {
+	w := newWorld(enabledPod("shop", "orphan"))
+	pr := newFakeProber()
+	pr.set("orphan", Probe{Listeners: listeners()})
+	e := New(w, w, pr, WithClock(clocktesting.NewFakeClock(t0)), WithConfirmDelay(0))
+	rep, err := e.Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	rep, due := e.Settle(rep)
+	assert.True(t, byName(rep)["orphan"].Confirmed)
+	assert.Empty(t, due)
+}

@@ -48,7 +48,9 @@ type Finding struct {
 	// Confirmations counts consecutive actionable observations by this Engine (Scan and
 	// Confirm each count one); 0 when the pod is not actionable.
 	Confirmations int `json:"confirmations"`
-	// Confirmed is set by Confirm: still actionable after the confirm delay.
+	// Confirmed is set by Engine.Settle (and Confirm, which Settles after a re-probe): the
+	// finding has been seen actionable at least twice, the confirm delay apart. Only
+	// confirmed findings are healed.
 	Confirmed bool   `json:"confirmed"`
 	Error     string `json:"error,omitempty"`
 	Source    string `json:"source,omitempty"` // the prober that read the pod
