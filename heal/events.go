@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/utils/clock"
 )
@@ -22,7 +23,7 @@ type EventSink interface {
 // Event reasons. Every Result except not-actionable has one; a dry run uses the Would
 // reasons for actions and the same reasons as a real run for refusals and skips (the
 // refusal is real either way), with "(dry run)" at the start of the message.
-// skipped-backoff is sent once per backoff window, not on every sweep. not-actionable
+// Refusals and skips are sent once per pod and cause, not on every sweep. not-actionable
 // (unknown, skipped, captured, ...) sends no Event: it is not a heal decision about a
 // broken pod, and healthy pods must not collect Events on every sweep.
 const (
@@ -38,6 +39,11 @@ const (
 	ReasonSkippedBackoff     = "MeshmedicSkippedBackoff"
 	ReasonRefusedNodeBreaker = "MeshmedicRefusedNodeBreaker"
 	ReasonHealFailed         = "MeshmedicHealFailed"
+	ReasonWaitingForCanary   = "MeshmedicWaitingForCanary"
+	ReasonRefusedExcluded    = "MeshmedicRefusedExcluded"
+	// On the Node: the canary's verdict.
+	ReasonCanaryPassed = "MeshmedicCanaryPassed"
+	ReasonCanaryFailed = "MeshmedicCanaryFailed"
 )
 
 func eventFor(r Result) (eventType, reason string) {
@@ -64,6 +70,10 @@ func eventFor(r Result) (eventType, reason string) {
 		return corev1.EventTypeNormal, ReasonSkippedBackoff
 	case ResultRefusedNodeBreaker:
 		return corev1.EventTypeWarning, ReasonRefusedNodeBreaker
+	case ResultWaitingForCanary:
+		return corev1.EventTypeNormal, ReasonWaitingForCanary
+	case ResultRefusedExcluded:
+		return corev1.EventTypeNormal, ReasonRefusedExcluded
 	}
 	return corev1.EventTypeWarning, ReasonHealFailed
 }
@@ -83,6 +93,13 @@ func eventMessage(t Target, a *Action, dryRun bool) string {
 		msg = msg[:maxMessage-3] + "..."
 	}
 	return msg
+}
+
+// NodeEventSink is an EventSink that can also write Events about a Node (the canary's
+// verdicts). NewEventSink's sink implements it.
+type NodeEventSink interface {
+	EventSink
+	NodeEvent(node, eventType, reason, message string)
 }
 
 // EventSinkOption configures NewEventSink.
@@ -109,7 +126,7 @@ func EventSinkTimeout(d time.Duration) EventSinkOption {
 
 // NewEventSink returns an EventSink that creates core/v1 Events on the pod through events,
 // reported by component (e.g. "meshmedic"). Creation errors are logged, never returned.
-func NewEventSink(events corev1client.EventsGetter, component string, opts ...EventSinkOption) EventSink {
+func NewEventSink(events corev1client.EventsGetter, component string, opts ...EventSinkOption) NodeEventSink {
 	s := &eventSink{events: events, component: component, clock: clock.RealClock{}, log: logr.Discard(), timeout: 10 * time.Second}
 	for _, o := range opts {
 		o(s)
@@ -162,6 +179,33 @@ func (s *eventSink) Event(pod *corev1.Pod, eventType, reason, message string) {
 	defer cancel()
 	if _, err := s.events.Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		s.log.Error(err, "creating event", "pod", pod.Namespace+"/"+pod.Name, "reason", reason)
+	}
+}
+
+// NodeEvent writes an Event about node (in the default namespace, as the kubelet's are).
+func (s *eventSink) NodeEvent(node, eventType, reason, message string) {
+	now := s.clock.Now()
+	ts := metav1.NewTime(now)
+	if len(message) > maxMessage {
+		message = message[:maxMessage-3] + "..."
+	}
+	ev := &corev1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Name: eventName(node, now, s.seq.Add(1)), Namespace: metav1.NamespaceDefault},
+		InvolvedObject:      corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: node, UID: types.UID(node)},
+		Reason:              reason,
+		Message:             message,
+		Type:                eventType,
+		Source:              corev1.EventSource{Component: s.component, Host: s.instance},
+		FirstTimestamp:      ts,
+		LastTimestamp:       ts,
+		Count:               1,
+		ReportingController: s.component,
+		ReportingInstance:   s.instance,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if _, err := s.events.Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		s.log.Error(err, "creating node event", "node", node, "reason", reason)
 	}
 }
 

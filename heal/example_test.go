@@ -25,8 +25,8 @@ func ExampleNewHealer() {
 	cs := fake.NewClientset(web, solo, odd)
 
 	evict := heal.NewEvict(healtest.NewEvicter(), cs.CoreV1(), heal.EvictOptions{})
-	h := heal.NewHealer(evict, heal.WithDryRun(true), heal.WithBudget(heal.Budget{PerRun: 10}))
-	nodes := map[string]heal.NodeHealth{"n1": {AmbientPods: 20, Orphaned: 2, ZtunnelReady: true}}
+	h := heal.NewHealer(evict, heal.WithDryRun(true))
+	nodes := map[string]heal.NodeHealth{"n1": {AmbientPods: 20, Orphaned: 2, ZtunnelReady: true, IstioCNIReady: true}}
 	for _, a := range h.Heal(context.Background(), []heal.Target{
 		{Pod: web, Class: detect.ClassOrphaned},
 		{Pod: solo, Class: detect.ClassOrphaned},

@@ -67,9 +67,12 @@ type gentle struct{ *stub }
 func (gentle) ReplacesPod() bool { return false }
 
 var healthy = map[string]heal.NodeHealth{
-	"node-a": {AmbientPods: 10, Orphaned: 1, ZtunnelReady: true},
-	"node-b": {AmbientPods: 10, Orphaned: 1, ZtunnelReady: true},
+	"node-a": {AmbientPods: 10, Orphaned: 1, ZtunnelReady: true, IstioCNIReady: true},
+	"node-b": {AmbientPods: 10, Orphaned: 1, ZtunnelReady: true, IstioCNIReady: true},
 }
+
+// unlimited lifts the fleet-wide limits, for tests of other rules.
+var unlimited = heal.WithLimits(heal.Limits{ClusterMax: -1, NamespaceMax: -1})
 
 func results(actions []heal.Action) []heal.Result {
 	out := make([]heal.Result, len(actions))
@@ -88,7 +91,7 @@ func equal[T comparable](t *testing.T, what string, got, want []T) {
 
 // TestRuleOrder checks which rule decides when several apply, for one target each.
 func TestRuleOrder(t *testing.T) {
-	sick := map[string]heal.NodeHealth{"node-a": {AmbientPods: 4, Orphaned: 4, ZtunnelReady: true}}
+	sick := map[string]heal.NodeHealth{"node-a": {AmbientPods: 4, Orphaned: 4, ZtunnelReady: false, IstioCNIReady: true}}
 	mirror := func(p *corev1.Pod) { p.Annotations[corev1.MirrorPodAnnotationKey] = "x" }
 	cases := []struct {
 		name     string
@@ -148,7 +151,7 @@ func TestRuleOrder(t *testing.T) {
 // is also spent.
 func TestBackoffBeforeBudget(t *testing.T) {
 	fc := clocktesting.NewFakeClock(t0)
-	h := heal.NewHealer(newStub(), heal.WithClock(fc), heal.WithBudget(heal.Budget{PerRun: 1}))
+	h := heal.NewHealer(newStub(), heal.WithClock(fc), heal.WithBudget(heal.Budget{PerRun: 1, PerNode: -1, PerNamespace: -1}))
 	a := newPod("ns", "a", "node-a")
 	x := newPod("ns", "x", "node-b")
 	equal(t, "first run", results(h.Heal(context.Background(), []heal.Target{orphan(a)}, healthy)), []heal.Result{heal.ResultEvicted})
@@ -177,19 +180,22 @@ func TestBudgets(t *testing.T) {
 		{"per namespace", heal.Budget{PerRun: -1, PerNode: -1, PerNamespace: 2},
 			[]*corev1.Pod{newPod("a", "1", "n1"), newPod("a", "2", "n2"), newPod("a", "3", "n3"), newPod("b", "4", "n4")},
 			[]heal.Result{e, e, b, e}},
-		{"defaults: 2 per node", heal.Budget{},
+		{"zero means none", heal.Budget{PerRun: 0, PerNode: -1, PerNamespace: -1},
+			[]*corev1.Pod{newPod("a", "1", "n1")},
+			[]heal.Result{b}},
+		{"defaults: 2 per node", heal.DefaultBudget,
 			[]*corev1.Pod{newPod("a", "1", "n1"), newPod("b", "2", "n1"), newPod("c", "3", "n1")},
 			[]heal.Result{e, e, b}},
-		{"defaults: 3 per namespace", heal.Budget{},
+		{"defaults: 3 per namespace", heal.DefaultBudget,
 			[]*corev1.Pod{newPod("a", "1", "n1"), newPod("a", "2", "n2"), newPod("a", "3", "n3"), newPod("a", "4", "n4")},
 			[]heal.Result{e, e, e, b}},
-		{"defaults: 5 per run", heal.Budget{},
+		{"defaults: 5 per run", heal.DefaultBudget,
 			[]*corev1.Pod{newPod("a", "1", "n1"), newPod("b", "2", "n2"), newPod("c", "3", "n3"), newPod("d", "4", "n4"), newPod("e", "5", "n5"), newPod("f", "6", "n6")},
 			[]heal.Result{e, e, e, e, e, b}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			h := heal.NewHealer(newStub(), heal.WithBudget(c.budget))
+			h := heal.NewHealer(newStub(), heal.WithBudget(c.budget), unlimited)
 			var targets []heal.Target
 			for _, p := range c.targets {
 				targets = append(targets, orphan(p))
@@ -209,7 +215,7 @@ func TestBudgets(t *testing.T) {
 func TestBudgetAccounting(t *testing.T) {
 	p1, p2, p3 := newPod("ns", "p1", "n1"), newPod("ns", "p2", "n1"), newPod("ns", "p3", "n1")
 	targets := []heal.Target{orphan(p1), orphan(p2), orphan(p3)}
-	one := heal.WithBudget(heal.Budget{PerRun: 1})
+	one := heal.WithBudget(heal.Budget{PerRun: 1, PerNode: -1, PerNamespace: -1})
 
 	t.Run("blocked-by-pdb does not consume", func(t *testing.T) {
 		st := newStub().answer("p1", heal.ResultBlockedByPDB, fmt.Errorf("x: %w", heal.ErrPDBBlocked))
@@ -257,7 +263,7 @@ func TestBackoff(t *testing.T) {
 	ctx := context.Background()
 	fc := clocktesting.NewFakeClock(t0)
 	st := newStub()
-	h := heal.NewHealer(st, heal.WithClock(fc), heal.WithBackoff(time.Minute, 4*time.Minute))
+	h := heal.NewHealer(st, heal.WithClock(fc), heal.WithBackoff(time.Minute, 4*time.Minute), unlimited)
 	owner := ownedBy("deploy-rs")
 	p := newPod("ns", "web-1", "n1", owner)
 	heals := func(p *corev1.Pod) heal.Result {
@@ -334,20 +340,27 @@ func TestBackoffKeys(t *testing.T) {
 }
 
 func TestBreaker(t *testing.T) {
+	e, r, w := heal.ResultEvicted, heal.ResultRefusedNodeBreaker, heal.ResultWaitingForCanary
+	ok := func(ambient, orphaned int) heal.NodeHealth {
+		return heal.NodeHealth{AmbientPods: ambient, Orphaned: orphaned, ZtunnelReady: true, IstioCNIReady: true}
+	}
 	cases := []struct {
 		name    string
 		breaker *heal.Breaker
 		health  heal.NodeHealth
 		missing bool
-		open    bool
+		want    []heal.Result
 	}{
-		{"ztunnel not ready", nil, heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: false}, false, true},
-		{"half orphaned at min pods", nil, heal.NodeHealth{AmbientPods: 6, Orphaned: 3, ZtunnelReady: true}, false, true},
-		{"all orphaned but below min pods", nil, heal.NodeHealth{AmbientPods: 2, Orphaned: 2, ZtunnelReady: true}, false, false},
-		{"many orphaned but below the fraction", nil, heal.NodeHealth{AmbientPods: 10, Orphaned: 4, ZtunnelReady: true}, false, false},
-		{"custom thresholds", &heal.Breaker{MinPods: 1, OrphanFraction: 0.1}, heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: true}, false, true},
-		{"node missing from the map fails closed", nil, heal.NodeHealth{}, true, true},
-		{"healthy", nil, heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: true}, false, false},
+		{"ztunnel not ready", nil, heal.NodeHealth{AmbientPods: 10, Orphaned: 1, IstioCNIReady: true}, false, []heal.Result{r, r}},
+		{"istio-cni not ready", nil, heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: true}, false, []heal.Result{r, r}},
+		{"mass orphaned: one canary, the rest wait", nil, ok(6, 3), false, []heal.Result{e, w}},
+		{"two of two orphaned is mass orphaning too", nil, ok(2, 2), false, []heal.Result{e, w}},
+		{"one of one is just a heal", nil, ok(1, 1), false, []heal.Result{e, e}},
+		{"many orphaned but below the fraction", nil, ok(10, 4), false, []heal.Result{e, e}},
+		{"custom thresholds", &heal.Breaker{MinPods: 1, OrphanFraction: 0.1}, ok(10, 1), false, []heal.Result{e, w}},
+		{"no canary: the old wall", &heal.Breaker{NoCanary: true}, ok(6, 3), false, []heal.Result{r, r}},
+		{"node missing from the map fails closed", nil, heal.NodeHealth{}, true, []heal.Result{r, r}},
+		{"healthy", nil, ok(10, 1), false, []heal.Result{e, e}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -357,26 +370,25 @@ func TestBreaker(t *testing.T) {
 			}
 			events := healtest.NewEventSink()
 			st := newStub()
-			h := heal.NewHealer(st, append(opts, heal.WithEvents(events), heal.WithBudget(heal.Budget{PerRun: -1, PerNode: -1, PerNamespace: -1}))...)
-			nodes := map[string]heal.NodeHealth{"other": {ZtunnelReady: true, AmbientPods: 1}}
+			h := heal.NewHealer(st, append(opts, heal.WithEvents(events), heal.WithBudget(heal.Budget{PerRun: -1, PerNode: -1, PerNamespace: -1}), unlimited)...)
+			nodes := map[string]heal.NodeHealth{"other": ok(1, 0)}
 			if !c.missing {
 				nodes["n1"] = c.health
 			}
 			targets := []heal.Target{orphan(newPod("ns", "a", "n1")), orphan(newPod("ns", "b", "n1"))}
 			got := h.Heal(context.Background(), targets, nodes)
-			want := heal.ResultEvicted
-			if c.open {
-				want = heal.ResultRefusedNodeBreaker
-			}
-			equal(t, "results", results(got), []heal.Result{want, want})
-			if c.open {
+			equal(t, "results", results(got), c.want)
+			if c.want[0] == r {
 				if len(st.called()) != 0 {
-					t.Fatalf("strategy called on an open breaker: %v", st.called())
+					t.Fatalf("strategy called on a stopped node: %v", st.called())
 				}
 				if !errors.Is(got[0].Err, heal.ErrNodeBreaker) {
 					t.Fatalf("err %v", got[0].Err)
 				}
 				equal(t, "events", events.Reasons(), []string{heal.ReasonRefusedNodeBreaker, heal.ReasonRefusedNodeBreaker})
+			}
+			if c.want[1] == w && !errors.Is(got[1].Err, heal.ErrCanaryPending) {
+				t.Fatalf("err %v does not wrap ErrCanaryPending", got[1].Err)
 			}
 		})
 	}
@@ -389,7 +401,7 @@ func TestEvents(t *testing.T) {
 	st := newStub().
 		answer("pdb", heal.ResultBlockedByPDB, heal.ErrPDBBlocked).
 		answer("bad", heal.ResultFailed, errors.New("boom"))
-	h := heal.NewHealer(st, heal.WithClock(fc), heal.WithEvents(events), heal.WithBudget(heal.Budget{PerRun: 2, PerNode: -1, PerNamespace: -1}))
+	h := heal.NewHealer(st, heal.WithClock(fc), heal.WithEvents(events), heal.WithBudget(heal.Budget{PerRun: 2, PerNode: -1, PerNamespace: -1}), unlimited)
 	targets := []heal.Target{
 		{Pod: newPod("ns", "healthy", "n1"), Class: detect.ClassCaptured},
 		orphan(newPod("ns", "ok", "n1")),

@@ -36,6 +36,10 @@ type ToggleOptions struct {
 	// a 409 (default 3). Each attempt first checks the label is still the "none" this
 	// strategy set; anything else means someone else changed it and it is left alone.
 	RestoreAttempts int
+	// RestoreTimeout bounds putting the label back (default 30s). The restore runs on a
+	// context of its own, detached from the caller's cancellation: a Ctrl-C or an agent
+	// shutting down during the toggle must not leave the pod out of the mesh.
+	RestoreTimeout time.Duration
 }
 
 // Toggle re-enrolls a pod without restarting it: it sets the pod label
@@ -69,6 +73,9 @@ func NewToggle(pods corev1client.PodsGetter, o ToggleOptions) (*Toggle, error) {
 	}
 	if o.RestoreAttempts <= 0 {
 		o.RestoreAttempts = 3
+	}
+	if o.RestoreTimeout <= 0 {
+		o.RestoreTimeout = 30 * time.Second
 	}
 	return &Toggle{pods: pods, o: o}, nil
 }
@@ -166,8 +173,14 @@ func (s *Toggle) Heal(ctx context.Context, t Target, dryRun bool) (Result, error
 		// Fall through: the label must be put back whatever happened.
 	}
 
-	// Phase 2: put the label back exactly.
-	if err := s.restore(ctx, p, orig, had); err != nil {
+	// Phase 2: put the label back exactly — even when ctx was cancelled meanwhile.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.RestoreTimeout)
+	err = s.restore(rctx, p, orig, had)
+	cancel()
+	if ctx.Err() != nil && err == nil && phase1 != nil {
+		return ResultFailed, fmt.Errorf("pod %s: interrupted (%w); label %s restored", ref, ctx.Err(), enroll.LabelDataplaneMode)
+	}
+	if err != nil {
 		if phase1 != nil {
 			return ResultFailed, fmt.Errorf("%w; %w", phase1, err)
 		}

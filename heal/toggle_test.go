@@ -313,3 +313,30 @@ func TestToggleSlowCapture(t *testing.T) {
 		t.Fatalf("got %s, %v after %d re-probes", r, err, after.Load())
 	}
 }
+
+// Ctrl-C (or an agent shutting down) while the toggle waits for istio-cni: the label is put
+// back anyway, on a context of its own, and the result says it was interrupted.
+func TestToggleInterruptedRestores(t *testing.T) {
+	p := newPod("shop", "cart-1", "n1", withLabel(enroll.LabelDataplaneMode, "ambient"))
+	sim := newAPISim(t, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := true
+	sim.afterPatch = func(*corev1.Pod) {
+		if first {
+			first = false
+			cancel() // the user presses Ctrl-C right after the label went to none
+		}
+	}
+	fc := clocktesting.NewFakeClock(t0)
+	rp, _ := reprobe(sim)
+	r, err := newToggle(t, sim, fc, rp).Heal(ctx, orphan(p), false)
+	if r != heal.ResultFailed || err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "restored") {
+		t.Fatalf("got %s, %v", r, err)
+	}
+	if v := sim.get(t, "shop", "cart-1").Labels[enroll.LabelDataplaneMode]; v != "ambient" {
+		t.Fatalf("label %q after an interrupted toggle, want ambient restored", v)
+	}
+	if n := len(sim.patchLog()); n != 2 {
+		t.Fatalf("%d patches, want the change and its restore", n)
+	}
+}

@@ -128,16 +128,19 @@ func isDryRun(ev *policyv1.Eviction) bool {
 	return ev.DeleteOptions != nil && slices.Contains(ev.DeleteOptions.DryRun, metav1.DryRunAll)
 }
 
-// Event is one recorded Event.
+// Event is one recorded Event. Node is set (and Namespace, Name empty) for an Event about a
+// Node (heal.NodeEventSink).
 type Event struct {
 	Namespace, Name string
+	Node            string
 	UID             types.UID
 	Type            string
 	Reason          string
 	Message         string
 }
 
-// EventSink is a recording heal.EventSink, safe for concurrent use. The zero value is ready.
+// EventSink is a recording heal.NodeEventSink, safe for concurrent use. The zero value is
+// ready.
 type EventSink struct {
 	mu     sync.Mutex
 	events []Event
@@ -155,6 +158,13 @@ func (s *EventSink) Event(pod *corev1.Pod, eventType, reason, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.events = append(s.events, e)
+}
+
+// NodeEvent records one Event about a Node (heal.NodeEventSink).
+func (s *EventSink) NodeEvent(node, eventType, reason, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, Event{Node: node, Type: eventType, Reason: reason, Message: message})
 }
 
 // Events returns the recorded Events in order.
