@@ -22,6 +22,11 @@ const (
 	ClassSkipped       Class = "skipped"        // enroll says not expected
 )
 
+// Classes are every class, in the order the docs list them: metrics, alerts and docs are
+// generated from or tested against this list.
+var Classes = []Class{ClassCaptured, ClassOrphaned, ClassPartial, ClassNotEnrolled, ClassNetnsReplaced,
+	ClassBypass, ClassBlackhole, ClassUnknown, ClassSkipped}
+
 // Actionable reports whether a class describes a pod that is broken and may be healed.
 func (c Class) Actionable() bool {
 	switch c {

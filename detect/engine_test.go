@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -377,7 +378,7 @@ func TestScanConditionVerdict(t *testing.T) {
 	p := enabledPod("shop", "agent-seen")
 	p.Status.Conditions = append(p.Status.Conditions, AmbientCapturedCondition(Finding{Class: ClassPartial, Present: []uint16{15001, 15006}, Missing: []uint16{15008}, Netns: 42}, t0))
 	w := newWorld(p, enabledPod("shop", "no-agent"))
-	rep, err := New(w, w, NewConditionProber()).Scan(context.Background(), "")
+	rep, err := New(w, w, NewConditionProber(alwaysAlive{})).Scan(context.Background(), "")
 	require.NoError(t, err)
 	got := byName(rep)
 	assert.Equal(t, ClassPartial, got["agent-seen"].Class)
@@ -486,4 +487,11 @@ func TestSettleWithoutDelayConfirmsAtOnce(t *testing.T) {
 	rep, due := e.Settle(rep)
 	assert.True(t, byName(rep)["orphan"].Confirmed)
 	assert.Empty(t, due)
+}
+
+// alwaysAlive vouches for every condition (a heartbeat renewed now, started long ago).
+type alwaysAlive struct{}
+
+func (alwaysAlive) Heartbeat(context.Context, string) (*coordinationv1.Lease, error) {
+	return heartbeat(time.Unix(0, 0), time.Now(), 24*time.Hour), nil
 }

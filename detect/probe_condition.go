@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 )
 
 // ConditionAmbientCaptured is the pod condition a meshmedic node agent publishes with its
@@ -150,22 +151,54 @@ func parsePorts(s string) ([]uint16, error) {
 }
 
 // ConditionProber reads the ConditionAmbientCaptured condition node agents publish on
-// pods: no exec, no node access, just the pod object the Engine listed.
-type ConditionProber struct{}
+// pods: no exec, no node access, just the pod object the Engine listed — and, per node,
+// the agent's heartbeat Lease, without which a condition is not trusted (ConditionCurrent).
+type ConditionProber struct {
+	heartbeats HeartbeatSource
+	clock      clock.PassiveClock
+}
 
-// NewConditionProber returns a ConditionProber.
-func NewConditionProber() *ConditionProber { return &ConditionProber{} }
+// ConditionOption tunes NewConditionProber.
+type ConditionOption func(*ConditionProber)
 
-// Probe implements Prober. A pod without the condition: ErrNoAgentCondition.
-func (ConditionProber) Probe(_ context.Context, pod *corev1.Pod) (Probe, error) {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == ConditionAmbientCaptured {
-			p, err := ParseAmbientCapturedCondition(c)
-			if err != nil {
-				return Probe{}, fmt.Errorf("pod %s: %w", podName(pod), err)
-			}
-			return p, nil
+// WithConditionClock sets the clock heartbeats are judged on (default the real clock).
+func WithConditionClock(c clock.PassiveClock) ConditionOption {
+	return func(p *ConditionProber) { p.clock = c }
+}
+
+// NewConditionProber returns a ConditionProber that checks every condition against its
+// node's agent heartbeat from hb (HeartbeatsFromLeases). With a nil hb every condition is
+// unknown: a verdict nobody can vouch for is not evidence.
+func NewConditionProber(hb HeartbeatSource, opts ...ConditionOption) *ConditionProber {
+	p := &ConditionProber{heartbeats: hb, clock: clock.RealClock{}}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Probe implements Prober. A pod without the condition: ErrNoAgentCondition; a condition
+// its node's agent does not vouch for (gone, restarted since): ErrNoHeartbeat.
+func (c *ConditionProber) Probe(ctx context.Context, pod *corev1.Pod) (Probe, error) {
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type != ConditionAmbientCaptured {
+			continue
 		}
+		p, err := ParseAmbientCapturedCondition(cond)
+		if err != nil {
+			return Probe{}, fmt.Errorf("pod %s: %w", podName(pod), err)
+		}
+		if c.heartbeats == nil {
+			return Probe{}, fmt.Errorf("pod %s: no heartbeat source to vouch for the condition: %w", podName(pod), ErrNoHeartbeat)
+		}
+		lease, err := c.heartbeats.Heartbeat(ctx, pod.Spec.NodeName)
+		if err != nil {
+			return Probe{}, fmt.Errorf("pod %s: %w", podName(pod), err)
+		}
+		if err := ConditionCurrent(cond, pod.Spec.NodeName, lease, c.clock.Now()); err != nil {
+			return Probe{}, fmt.Errorf("pod %s: condition %s=%s (%s) not current: %w", podName(pod), cond.Type, cond.Status, cond.Reason, err)
+		}
+		return p, nil
 	}
 	return Probe{}, fmt.Errorf("pod %s: %w", podName(pod), ErrNoAgentCondition)
 }

@@ -3,11 +3,19 @@ package detect
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshmedic/meshmedic/netns"
 )
@@ -39,9 +47,28 @@ func TestConditionRoundTrip(t *testing.T) {
 	assert.Equal(t, corev1.ConditionUnknown, AmbientCapturedCondition(Finding{Class: ClassUnknown}, t0).Status)
 }
 
+// heartbeats is a fixed HeartbeatSource.
+type heartbeats map[string]*coordinationv1.Lease
+
+func (h heartbeats) Heartbeat(_ context.Context, node string) (*coordinationv1.Lease, error) {
+	if l, ok := h[node]; ok {
+		return l, nil
+	}
+	return nil, nil
+}
+
+func heartbeat(started, renewed time.Time, duration time.Duration) *coordinationv1.Lease {
+	secs := int32(duration / time.Second)
+	return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{AcquireTime: &metav1.MicroTime{Time: started},
+		RenewTime: &metav1.MicroTime{Time: renewed}, LeaseDurationSeconds: &secs}}
+}
+
 func TestConditionProber(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	alive := heartbeats{"node-a": heartbeat(t0.Add(-time.Hour), t0.Add(-time.Minute), 3*time.Minute)}
+	prober := NewConditionProber(alive, WithConditionClock(clk))
 	p := enabledPod("shop", "a")
-	_, err := NewConditionProber().Probe(context.Background(), &p)
+	_, err := prober.Probe(context.Background(), &p)
 	assert.ErrorIs(t, err, ErrNoAgentCondition)
 
 	bad := []corev1.PodCondition{
@@ -53,13 +80,74 @@ func TestConditionProber(t *testing.T) {
 	}
 	for _, c := range bad {
 		p.Status.Conditions = []corev1.PodCondition{c}
-		_, err := NewConditionProber().Probe(context.Background(), &p)
+		_, err := prober.Probe(context.Background(), &p)
 		assert.Error(t, err, c)
 	}
-	p.Status.Conditions = []corev1.PodCondition{{Type: ConditionAmbientCaptured, Status: corev1.ConditionUnknown, Reason: "Orphaned"}}
-	got, err := NewConditionProber().Probe(context.Background(), &p)
+	written := metav1.NewTime(t0.Add(-30 * time.Minute))
+	p.Status.Conditions = []corev1.PodCondition{{Type: ConditionAmbientCaptured, Status: corev1.ConditionUnknown, Reason: "Orphaned", LastProbeTime: written}}
+	got, err := prober.Probe(context.Background(), &p)
 	require.NoError(t, err)
 	assert.Equal(t, ClassUnknown, got.Class, "status Unknown wins over the reason")
+
+	// A False condition is evidence only while its agent vouches for it.
+	p.Status.Conditions = []corev1.PodCondition{{Type: ConditionAmbientCaptured, Status: corev1.ConditionFalse, Reason: "Orphaned",
+		Message: "present= missing=15001,15006,15008", LastProbeTime: written}}
+	got, err = prober.Probe(context.Background(), &p)
+	require.NoError(t, err)
+	assert.Equal(t, ClassOrphaned, got.Class)
+
+	cases := []struct {
+		name string
+		hb   HeartbeatSource
+		want string
+	}{
+		{"no heartbeat source", nil, "no heartbeat source"},
+		{"no lease: no agent ever ran there", heartbeats{}, "no heartbeat lease"},
+		{"agent gone: lease expired", heartbeats{"node-a": heartbeat(t0.Add(-time.Hour), t0.Add(-4*time.Minute), 3*time.Minute)}, "heartbeat expired at"},
+		{"agent restarted, pod not re-checked yet", heartbeats{"node-a": heartbeat(t0.Add(-10*time.Minute), t0, 3*time.Minute)}, "before the running agent started"},
+		{"lease without times", heartbeats{"node-a": {}}, "without renewTime"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := NewConditionProber(c.hb, WithConditionClock(clk)).Probe(context.Background(), &p)
+			assert.ErrorIs(t, err, ErrNoHeartbeat)
+			assert.ErrorContains(t, err, c.want)
+		})
+	}
+	// Through the Engine: a stale False is unknown, never an orphan.
+	stale := p
+	w := newWorld(stale)
+	rep, err := New(w, w, NewConditionProber(heartbeats{}, WithConditionClock(clk)), WithClock(clk)).Scan(context.Background(), "shop")
+	require.NoError(t, err)
+	assert.Equal(t, ClassUnknown, rep.Findings[0].Class)
+	assert.Contains(t, rep.Findings[0].Error, "no heartbeat lease")
+}
+
+func TestHeartbeatsFromLeases(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	lease := heartbeat(t0, t0, time.Minute)
+	lease.Name, lease.Namespace = AgentHeartbeatLease("node-a"), "meshmedic-system"
+	cs := fake.NewClientset(lease)
+	gets := 0
+	cs.PrependReactor("get", "leases", func(k8stesting.Action) (bool, runtime.Object, error) { gets++; return false, nil, nil })
+	hb := HeartbeatsFromLeases(cs.CoordinationV1(), "meshmedic-system", 30*time.Second, clk)
+	for range 3 {
+		l, err := hb.Heartbeat(context.Background(), "node-a")
+		require.NoError(t, err)
+		require.NotNil(t, l)
+	}
+	l, err := hb.Heartbeat(context.Background(), "node-b")
+	require.NoError(t, err)
+	assert.Nil(t, l, "no lease is no heartbeat, not an error")
+	assert.Equal(t, 2, gets, "one GET per node while cached")
+	clk.Step(time.Minute)
+	_, _ = hb.Heartbeat(context.Background(), "node-a")
+	assert.Equal(t, 3, gets)
+
+	assert.Equal(t, "meshmedic-agent-node-a", AgentHeartbeatLease("node-a"))
+	long := AgentHeartbeatLease(strings.Repeat("n", 300))
+	assert.LessOrEqual(t, len(long), 253)
+	assert.NotEqual(t, long, AgentHeartbeatLease(strings.Repeat("n", 299)))
 }
 
 func FuzzParseAmbientCapturedCondition(f *testing.F) {

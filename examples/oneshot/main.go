@@ -12,7 +12,8 @@
 //
 // Flags: -kubeconfig (default $KUBECONFIG, then ~/.kube/config), -n/-A, -o table|json,
 // -prober exec|node-local|agent, -proc-root and -node (node-local), -confirm (the flap
-// guard's delay; 0 disables), -istio-namespace (where ConfigMap istio-cni-config lives).
+// guard's delay; 0 disables), -istio-namespace (where ConfigMap istio-cni-config lives),
+// -meshmedic-namespace (where the agents' heartbeat Leases live, for -prober agent).
 //
 // Exit codes follow meshmedic's: 0 nothing found, 1 findings, 2 usage or runtime error.
 package main
@@ -45,6 +46,7 @@ type options struct {
 	kubeconfig, namespace, output   string
 	allNamespaces                   bool
 	prober, procRoot, node, istioNS string
+	meshmedicNS                     string
 	confirm                         time.Duration
 }
 
@@ -68,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.node, "node", "", "only pods on this node (required with -prober node-local)")
 	fs.DurationVar(&o.confirm, "confirm", 10*time.Second, "flap guard: re-probe findings after this delay (0 disables)")
 	fs.StringVar(&o.istioNS, "istio-namespace", "istio-system", "namespace of Istio's ConfigMap istio-cni-config")
+	fs.StringVar(&o.meshmedicNS, "meshmedic-namespace", "meshmedic-system", "namespace of the meshmedic agents' heartbeat Leases (-prober agent)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -166,7 +169,9 @@ func newProber(o options, cfg *rest.Config, cs kubernetes.Interface) (detect.Pro
 		}
 		return detect.NewNodeLocalProber(fs, netns.NewProcReader(fs)), nil
 	case "agent":
-		return detect.NewConditionProber(), nil
+		// Conditions count only while their node's agent vouches for them (its heartbeat
+		// Lease in meshmedic's namespace).
+		return detect.NewConditionProber(detect.HeartbeatsFromLeases(cs.CoordinationV1(), o.meshmedicNS, time.Minute, nil)), nil
 	}
 	return nil, fmt.Errorf("-prober %q: want exec, node-local or agent", o.prober)
 }
