@@ -2,8 +2,9 @@
 // the way an operator author would: its own client-go informers (pods on one node or in the
 // whole cluster, and namespaces) feed a detect.Engine through detect's PodLister and
 // NamespaceGetter interfaces; a Prober chosen by flag reads each pod's sockets; every
-// -interval it scans, re-confirms findings after the flap guard, and hands the confirmed ones
-// to a heal.Healer with its own budgets. It is a dry run (server-side: the API still answers,
+// -interval it scans, re-confirms findings after the flap guard, and hands the report to
+// heal's planner (heal.Healer.Plan, then Apply): the same rules, fleet-wide ledger and
+// canary as meshmedic's own agent and `repair`. It is a dry run (server-side: the API still answers,
 // so PodDisruptionBudget refusals show) unless -yes is given. Logs are JSON lines on stderr
 // through logr (funcr).
 //
@@ -51,18 +52,19 @@ import (
 
 // config is the controller's flags.
 type config struct {
-	kubeconfig string
-	node       string // "": watch pods cluster-wide
-	namespace  string // "": scan every namespace
-	prober     string
-	procRoot   string
-	istioNS    string
-	interval   time.Duration
-	confirm    time.Duration
-	yes        bool
-	once       bool
-	verbosity  int
-	budget     heal.Budget
+	kubeconfig  string
+	node        string // "": watch pods cluster-wide
+	namespace   string // "": scan every namespace
+	prober      string
+	procRoot    string
+	istioNS     string
+	meshmedicNS string
+	interval    time.Duration
+	confirm     time.Duration
+	yes         bool
+	once        bool
+	verbosity   int
+	budget      heal.Budget
 }
 
 func main() {
@@ -81,15 +83,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&c.namespace, "namespace", "", "scan only this namespace (default: all)")
 	fs.StringVar(&c.prober, "prober", "agent", "node-local (read -proc-root on this node) or agent (the meshmedic.io/AmbientCaptured condition)")
 	fs.StringVar(&c.procRoot, "proc-root", "/proc", "proc root for -prober node-local")
-	fs.StringVar(&c.istioNS, "istio-namespace", "istio-system", "Istio's namespace (ConfigMap istio-cni-config, ztunnel pods)")
+	fs.StringVar(&c.istioNS, "istio-namespace", "istio-system", "Istio's namespace (ConfigMap istio-cni-config, ztunnel and istio-cni pods)")
+	fs.StringVar(&c.meshmedicNS, "meshmedic-namespace", "meshmedic-system", "meshmedic's namespace: the fleet-wide heal ledger and the agents' heartbeats")
 	fs.DurationVar(&c.interval, "interval", 30*time.Second, "time between cycles")
 	fs.DurationVar(&c.confirm, "confirm", 10*time.Second, "flap guard: findings are re-probed after this delay and only those that hold are healed")
 	fs.BoolVar(&c.yes, "yes", false, "act; without it every heal is a server-side dry run")
 	fs.BoolVar(&c.once, "once", false, "run one cycle and exit")
 	fs.IntVar(&c.verbosity, "v", 0, "log verbosity (1 also logs every heal decision from package heal)")
-	fs.IntVar(&c.budget.PerRun, "max-actions", 5, "at most this many pods healed per cycle (negative: unlimited)")
-	fs.IntVar(&c.budget.PerNode, "max-per-node", 2, "at most this many per node per cycle")
-	fs.IntVar(&c.budget.PerNamespace, "max-per-namespace", 3, "at most this many per namespace per cycle")
+	fs.IntVar(&c.budget.PerRun, "max-actions", heal.DefaultBudget.PerRun, "at most this many pods healed per cycle (0: none, negative: unlimited)")
+	fs.IntVar(&c.budget.PerNode, "max-per-node", heal.DefaultBudget.PerNode, "at most this many per node per cycle")
+	fs.IntVar(&c.budget.PerNamespace, "max-per-namespace", heal.DefaultBudget.PerNamespace, "at most this many per namespace per cycle")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -190,7 +193,7 @@ func newController(ctx context.Context, c config, log logr.Logger) (*controller,
 		return nsLister.Get(name) // a NotFound error for unknown names, as detect expects
 	})
 
-	prober, err := newProber(c)
+	prober, err := newProber(c, cs)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +209,9 @@ func newController(ctx context.Context, c config, log logr.Logger) (*controller,
 	healer := heal.NewHealer(strategy,
 		heal.WithDryRun(!c.yes),
 		heal.WithBudget(c.budget),
+		// The same fleet-wide ledger as meshmedic's agents and `meshmedic repair`.
+		heal.WithLedger(heal.NewLeaseLedger(cs.CoordinationV1(), c.meshmedicNS, "example-controller")),
+		heal.WithInstance("example-controller"),
 		heal.WithEvents(heal.NewEventSink(cs.CoreV1(), "meshmedic-example-controller", heal.EventSinkLogger(log))),
 		heal.WithLogger(log.WithName("heal")),
 	)
@@ -214,7 +220,7 @@ func newController(ctx context.Context, c config, log logr.Logger) (*controller,
 	return &controller{cfg: c, log: log, pods: podLister, engine: detect.New(pods, namespaces, prober, engineOpts...), healer: healer}, nil
 }
 
-func newProber(c config) (detect.Prober, error) {
+func newProber(c config, cs kubernetes.Interface) (detect.Prober, error) {
 	switch c.prober {
 	case "node-local":
 		fs, err := netns.NewFS(c.procRoot)
@@ -223,7 +229,7 @@ func newProber(c config) (detect.Prober, error) {
 		}
 		return detect.NewNodeLocalProber(fs, netns.NewProcReader(fs)), nil
 	case "agent":
-		return detect.NewConditionProber(), nil
+		return detect.NewConditionProber(detect.HeartbeatsFromLeases(cs.CoordinationV1(), c.meshmedicNS, time.Minute, nil)), nil
 	}
 	return nil, fmt.Errorf("-prober %q: want node-local or agent", c.prober)
 }
@@ -244,8 +250,9 @@ func istioSettings(ctx context.Context, cs kubernetes.Interface, istioNS string,
 	return enroll.SettingsFromConfigMap(cm.Data, s)
 }
 
-// runOnce is one cycle: scan, confirm, heal the confirmed findings. It returns how many
-// confirmed findings were left unhealed (dry run, blocked, refused, failed).
+// runOnce is one cycle: scan, confirm, then heal's planner and Apply. It returns how many
+// actionable findings were left unhealed (dry run, blocked, refused, waiting, failed,
+// unconfirmed).
 func (c *controller) runOnce(ctx context.Context) (int, error) {
 	rep, err := c.engine.Scan(ctx, c.cfg.namespace)
 	if err != nil {
@@ -259,13 +266,19 @@ func (c *controller) runOnce(ctx context.Context) (int, error) {
 	for _, e := range rep.Errors {
 		c.log.V(1).Info("could not verify", "err", e.Error())
 	}
-	targets, nodes := c.targets(rep)
-	c.log.Info("cycle", "checked", rep.Checked, "actionable", len(rep.Actionable()), "confirmed", len(targets))
-	if len(targets) == 0 {
+	left := len(rep.Actionable())
+	c.log.Info("cycle", "checked", rep.Checked, "actionable", left)
+	if left == 0 {
 		return 0, nil
 	}
-	left := len(targets)
-	for _, a := range c.healer.Heal(ctx, targets, nodes) {
+	// Every rule between a finding and a heal is heal's: re-read, readiness, the node's
+	// verdict (ztunnel and istio-cni Ready, the canary), exclusions, backoff and the
+	// fleet-wide limits in the ledger shared with meshmedic's agents.
+	plan, err := c.healer.Plan(ctx, rep, c.podGetter(), c.facts(rep))
+	if err != nil {
+		return left, err
+	}
+	for _, a := range c.healer.Apply(ctx, plan) {
 		c.log.Info("heal", "pod", a.Namespace+"/"+a.Name, "class", a.Class, "result", a.Result, "dryRun", !c.cfg.yes, "detail", a.Detail)
 		switch a.Result {
 		case heal.ResultEvicted, heal.ResultToggled, heal.ResultDeleted:
@@ -275,37 +288,42 @@ func (c *controller) runOnce(ctx context.Context) (int, error) {
 	return left, nil
 }
 
-// targets turns confirmed findings into heal targets (the pods as the cache has them now,
-// same UID only) and computes each node's health for heal's circuit breaker.
-func (c *controller) targets(rep detect.Report) ([]heal.Target, map[string]heal.NodeHealth) {
-	nodes := map[string]heal.NodeHealth{}
-	for _, f := range rep.Findings {
-		if f.Node == "" {
-			continue
+// podGetter re-reads a planned pod from the informer cache.
+func (c *controller) podGetter() heal.PodGetter {
+	return heal.PodGetterFunc(func(_ context.Context, ns, name string) (*corev1.Pod, error) {
+		p, err := c.pods.Pods(ns).Get(name)
+		if err != nil {
+			return nil, err
 		}
-		h := nodes[f.Node]
-		h.Count(f.Class)
-		nodes[f.Node] = h
-	}
-	// The breaker fails closed: a node whose ztunnel pod is not found Ready heals nothing.
-	if zt, err := c.pods.Pods(c.cfg.istioNS).List(labels.SelectorFromSet(labels.Set{"app": "ztunnel"})); err == nil {
-		for _, p := range zt {
-			if h, ok := nodes[p.Spec.NodeName]; ok && heal.PodReady(p) {
-				h.ZtunnelReady = true
-				nodes[p.Spec.NodeName] = h
+		return p.DeepCopy(), nil
+	})
+}
+
+// facts judges a node by every pod on it (from the cache), scanning those this cycle did
+// not: the node breaker and the canary need the whole node.
+func (c *controller) facts(rep detect.Report) heal.FactsSource {
+	return heal.ScanFacts{
+		List: func(_ context.Context, node string) ([]corev1.Pod, error) {
+			all, err := c.pods.List(labels.Everything())
+			if err != nil {
+				return nil, err
 			}
-		}
+			var out []corev1.Pod
+			for _, p := range all {
+				if p.Spec.NodeName == node {
+					out = append(out, *p.DeepCopy())
+				}
+			}
+			return out, nil
+		},
+		Scan: func(ctx context.Context, pods []corev1.Pod) (detect.Report, error) {
+			r, err := c.engine.ScanPods(ctx, pods)
+			if err != nil {
+				return r, err
+			}
+			return c.engine.Confirm(ctx, r)
+		},
+		Known:          rep.Findings,
+		InfraNamespace: func(ns string) bool { return ns == c.cfg.istioNS },
 	}
-	var targets []heal.Target
-	for _, f := range rep.Findings {
-		if !f.Confirmed || !f.Actionable() {
-			continue
-		}
-		pod, err := c.pods.Pods(f.Namespace).Get(f.Name)
-		if err != nil || pod.UID != f.UID {
-			continue // gone or replaced since the scan
-		}
-		targets = append(targets, heal.Target{Pod: pod.DeepCopy(), Class: f.Class, Detail: f.Detail})
-	}
-	return targets, nodes
 }

@@ -39,7 +39,10 @@ func main() {
 	rep := detect.Report{Checked: 2, Findings: []detect.Finding{
 		finding(web, detect.ClassOrphaned), finding(batch, detect.ClassOrphaned),
 	}}
-	decisions, err := p.Apply(context.Background(), rep, nil)
+	healthy := heal.FactsFunc(func(context.Context, string) (heal.NodeFacts, error) {
+		return heal.NodeFacts{Health: heal.NodeHealth{AmbientPods: 2, Orphaned: 1, ZtunnelReady: true, IstioCNIReady: true}}, nil
+	})
+	decisions, err := p.Apply(context.Background(), rep, healthy)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -49,7 +52,8 @@ func main() {
 	}
 }
 
-// ownedPod is a pod of a ReplicaSet (heal refuses to restart bare pods).
+// ownedPod is a Ready pod of a ReplicaSet (heal refuses to restart bare pods, and leaves
+// pods that are not Ready alone unless told otherwise).
 func ownedPod(name string) *corev1.Pod {
 	yes := true
 	return &corev1.Pod{
@@ -58,6 +62,8 @@ func ownedPod(name string) *corev1.Pod {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "rs-uid", Controller: &yes}},
 		},
 		Spec: corev1.PodSpec{NodeName: "node-a"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/meshmedic/meshmedic/detect"
@@ -17,9 +15,9 @@ import (
 const OptOutLabel = "example.com/no-auto-heal"
 
 // Policy is an operator's own rule for which of meshmedic's findings it heals, on top of
-// heal's safety layer (budgets, PDBs, bare-pod refusal, backoff, the node breaker): only
-// confirmed findings, only classes it trusts, never pods that opted out, and only the pod
-// the finding was about (same UID).
+// heal's planner and safety layer (re-read, readiness, the node's verdict and canary,
+// exclusions, PDBs, bare-pod refusal, backoff, budgets and fleet-wide limits): only classes
+// it trusts, and never pods that opted out with its own label.
 type Policy struct {
 	Healer *heal.Healer
 	Pods   corev1client.PodsGetter
@@ -32,49 +30,55 @@ type Policy struct {
 type Decision struct {
 	Pod   string // namespace/name
 	Class detect.Class
-	// Result is heal's result when the policy handed the pod to the Healer, empty when the
-	// policy itself declined.
+	// Result is heal's result when the pod reached the Healer's Apply, empty when the policy
+	// or heal's planner left it out.
 	Result heal.Result
 	Reason string
 }
 
-// Apply decides for every actionable finding of rep, heals the accepted ones through
-// p.Healer and returns one Decision per actionable finding, in the report's order.
-func (p *Policy) Apply(ctx context.Context, rep detect.Report, nodes map[string]heal.NodeHealth) ([]Decision, error) {
+// Apply decides for every actionable finding of rep: the policy keeps the classes it
+// trusts, heal's planner (with facts about each node) makes the targets, the policy drops
+// targets that opted out, and the Healer acts on the rest. One Decision per actionable
+// finding, in the report's order.
+func (p *Policy) Apply(ctx context.Context, rep detect.Report, facts heal.FactsSource) ([]Decision, error) {
 	classes := p.Classes
 	if classes == nil {
 		classes = []detect.Class{detect.ClassOrphaned, detect.ClassNetnsReplaced}
 	}
-	var out []Decision
-	var targets []heal.Target
-	var healIdx []int // out index of each target
+	decided := map[string]Decision{}
+	trusted := detect.Report{Checked: rep.Checked}
 	for _, f := range rep.Actionable() {
-		d := Decision{Pod: f.Key(), Class: f.Class}
-		switch {
-		case !f.Confirmed:
-			d.Reason = "not confirmed by the flap guard"
-		case !slices.Contains(classes, f.Class):
-			d.Reason = fmt.Sprintf("class %s is not healed by this policy", f.Class)
-		default:
-			pod, err := p.Pods.Pods(f.Namespace).Get(ctx, f.Name, metav1.GetOptions{})
-			switch {
-			case apierrors.IsNotFound(err) || (err == nil && pod.UID != f.UID):
-				d.Reason = "gone or replaced since the scan"
-			case err != nil:
-				return nil, fmt.Errorf("pod %s: %w", f.Key(), err)
-			case pod.Labels[OptOutLabel] == "true":
-				d.Reason = "opted out with label " + OptOutLabel
-			default:
-				targets = append(targets, heal.Target{Pod: pod, Class: f.Class, Detail: f.Detail})
-				healIdx = append(healIdx, len(out))
-			}
+		if !slices.Contains(classes, f.Class) {
+			decided[f.Key()] = Decision{Pod: f.Key(), Class: f.Class, Reason: fmt.Sprintf("class %s is not healed by this policy", f.Class)}
+			continue
 		}
-		out = append(out, d)
+		trusted.Findings = append(trusted.Findings, f)
 	}
-	if len(targets) > 0 {
-		for i, a := range p.Healer.Heal(ctx, targets, nodes) {
-			out[healIdx[i]].Result, out[healIdx[i]].Reason = a.Result, a.Detail
+	plan, err := p.Healer.Plan(ctx, trusted, heal.PodsFromClient(p.Pods), facts)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range plan.Dropped {
+		key := d.Namespace + "/" + d.Name
+		decided[key] = Decision{Pod: key, Class: d.Class, Reason: d.Why}
+	}
+	targets := plan.Targets[:0]
+	for _, t := range plan.Targets {
+		key := t.Pod.Namespace + "/" + t.Pod.Name
+		if t.Pod.Labels[OptOutLabel] == "true" {
+			decided[key] = Decision{Pod: key, Class: t.Class, Reason: "opted out with label " + OptOutLabel}
+			continue
 		}
+		targets = append(targets, t)
+	}
+	plan.Targets = targets
+	for _, a := range p.Healer.Apply(ctx, plan) {
+		key := a.Namespace + "/" + a.Name
+		decided[key] = Decision{Pod: key, Class: a.Class, Result: a.Result, Reason: a.Detail}
+	}
+	var out []Decision
+	for _, f := range rep.Actionable() {
+		out = append(out, decided[f.Key()])
 	}
 	return out, nil
 }

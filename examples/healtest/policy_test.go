@@ -49,6 +49,11 @@ func (f *fixture) exists(t *testing.T, p *corev1.Pod) bool {
 
 func report(fs ...detect.Finding) detect.Report { return detect.Report{Checked: len(fs), Findings: fs} }
 
+// healthyNodes says every node has a Ready ztunnel and istio-cni and few orphans.
+var healthyNodes = heal.FactsFunc(func(context.Context, string) (heal.NodeFacts, error) {
+	return heal.NodeFacts{Health: heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: true, IstioCNIReady: true}}, nil
+})
+
 func TestPolicyHealsOnlyConfirmedTrustedClasses(t *testing.T) {
 	orphan, partial, flapping, optedOut := ownedPod("orphan"), ownedPod("partial"), ownedPod("flapping"), ownedPod("opted-out")
 	optedOut.Labels = map[string]string{OptOutLabel: "true"}
@@ -63,7 +68,7 @@ func TestPolicyHealsOnlyConfirmedTrustedClasses(t *testing.T) {
 		unconfirmed,
 		finding(optedOut, detect.ClassOrphaned),
 		finding(healthy, detect.ClassCaptured), // not actionable: no decision at all
-	), nil)
+	), healthyNodes)
 	require.NoError(t, err)
 
 	require.Len(t, got, 4)
@@ -95,7 +100,7 @@ func TestPolicyHonoursPodDisruptionBudget(t *testing.T) {
 	f := newFixture([]*corev1.Pod{a, b})
 	f.evicter.BlockWithPDB("shop", "b")
 
-	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned), finding(b, detect.ClassNetnsReplaced)), nil)
+	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned), finding(b, detect.ClassNetnsReplaced)), healthyNodes)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	assert.Equal(t, heal.ResultEvicted, got[0].Result)
@@ -108,7 +113,7 @@ func TestPolicyDryRunSendsServerSideDryRun(t *testing.T) {
 	a := ownedPod("a")
 	f := newFixture([]*corev1.Pod{a}, heal.WithDryRun(true))
 
-	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned)), nil)
+	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned)), healthyNodes)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, heal.ResultWouldEvict, got[0].Result)
@@ -123,15 +128,15 @@ func TestPolicyBudgetAndReplacedPods(t *testing.T) {
 	a, b, c := ownedPod("a"), ownedPod("b"), ownedPod("c")
 	replaced := finding(c, detect.ClassOrphaned)
 	replaced.UID = "uid-of-the-pod-before" // the name now belongs to a replacement
-	f := newFixture([]*corev1.Pod{a, b, c}, heal.WithBudget(heal.Budget{PerRun: 1}))
+	f := newFixture([]*corev1.Pod{a, b, c}, heal.WithBudget(heal.Budget{PerRun: 1, PerNode: -1, PerNamespace: -1}))
 
-	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned), finding(b, detect.ClassOrphaned), replaced), nil)
+	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned), finding(b, detect.ClassOrphaned), replaced), healthyNodes)
 	require.NoError(t, err)
 	require.Len(t, got, 3)
 	assert.Equal(t, heal.ResultEvicted, got[0].Result)
 	assert.Equal(t, heal.ResultSkippedBudget, got[1].Result, "the Healer's per-run budget applies under the policy")
 	assert.Equal(t, heal.Result(""), got[2].Result)
-	assert.Equal(t, "gone or replaced since the scan", got[2].Reason)
+	assert.Equal(t, heal.DropGone, got[2].Reason)
 	assert.True(t, f.exists(t, c), "a same-named replacement is never touched")
 	assert.Len(t, f.evicter.Evictions(), 1)
 }
@@ -141,7 +146,9 @@ func TestPolicyNodeBreaker(t *testing.T) {
 	f := newFixture([]*corev1.Pod{a})
 	// node-a's ztunnel is not Ready: restarting pods cannot help, heal refuses.
 	got, err := f.policy.Apply(context.Background(), report(finding(a, detect.ClassOrphaned)),
-		map[string]heal.NodeHealth{"node-a": {AmbientPods: 10, Orphaned: 1, ZtunnelReady: false}})
+		heal.FactsFunc(func(context.Context, string) (heal.NodeFacts, error) {
+			return heal.NodeFacts{Health: heal.NodeHealth{AmbientPods: 10, Orphaned: 1, ZtunnelReady: false, IstioCNIReady: true}}, nil
+		}))
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, heal.ResultRefusedNodeBreaker, got[0].Result)

@@ -23,6 +23,7 @@ import (
 	"github.com/meshmedic/meshmedic/detect"
 	"github.com/meshmedic/meshmedic/enroll"
 	"github.com/meshmedic/meshmedic/heal"
+	"github.com/meshmedic/meshmedic/heal/healtest"
 	nt "github.com/meshmedic/meshmedic/netns/netnstest"
 )
 
@@ -108,6 +109,11 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, cfg Config, objs ...runtime.Object) *harness {
+	return newHarnessWith(t, cfg, nil, objs...)
+}
+
+// newHarnessWith is newHarness with a heal strategy built over the fake clientset.
+func newHarnessWith(t *testing.T, cfg Config, strategy func(*fake.Clientset) heal.Strategy, objs ...runtime.Object) *harness {
 	h := &harness{t: t, tree: nt.NewTree(t), patches: map[string]corev1.ConditionStatus{},
 		clk: clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{enroll.LabelDataplaneMode: "ambient"}}}
@@ -132,6 +138,9 @@ func newHarness(t *testing.T, cfg Config, objs ...runtime.Object) *harness {
 		return true, ev, nil
 	})
 	cfg.NodeName, cfg.ProcRoot, cfg.Settings = "n1", h.tree.Root, enroll.DefaultSettings()
+	if strategy != nil {
+		cfg.Strategy = strategy(h.cs)
+	}
 	var err error
 	h.a, err = New(h.cs, cfg, WithClock(h.clk))
 	require.NoError(t, err)
@@ -258,7 +267,7 @@ func TestZtunnelRestartRechecksAllAndBreakerFollowsReadiness(t *testing.T) {
 		Spec: corev1.PodSpec{NodeName: "n1"},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "istio-proxy"}}}}
-	h := newHarness(t, Config{Confirm: 0, FullRecheck: time.Hour}, ambientPod("a", podA), zt)
+	h := newHarness(t, Config{Confirm: 0, FullRecheck: time.Hour}, ambientPod("a", podA), zt, istioCNIPod())
 	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
 		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
 	h.sweep(0)
@@ -273,9 +282,9 @@ func TestZtunnelRestartRechecksAllAndBreakerFollowsReadiness(t *testing.T) {
 	require.Eventually(t, func() bool {
 		p, err := h.a.pods.Pods("istio-system").Get("ztunnel-x")
 		// The informer updates its store before it calls the handlers: wait for both.
-		h.a.mu.Lock()
-		asked := h.a.all != ""
-		h.a.mu.Unlock()
+		h.a.sched.mu.Lock()
+		asked := h.a.sched.all != ""
+		h.a.sched.mu.Unlock()
 		return err == nil && !heal.PodReady(p) && asked
 	}, 5*time.Second, 10*time.Millisecond)
 	h.sweep(time.Second)
@@ -322,32 +331,19 @@ func TestAutoRepairOffWithoutEvictionPermission(t *testing.T) {
 	assert.Equal(t, 1.0, h2.counter("meshmedic_auto_repair_enabled"))
 }
 
-func TestGatedByUs(t *testing.T) {
-	p := ambientPod("a", podA)
-	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus) corev1.PodCondition {
-		return corev1.PodCondition{Type: t, Status: s}
-	}
-	p.Status.Conditions = []corev1.PodCondition{cond(corev1.PodReady, corev1.ConditionFalse), cond(corev1.ContainersReady, corev1.ConditionTrue)}
-	assert.False(t, gatedByUs(p), "no readiness gate")
-	p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: detect.ConditionAmbientCaptured}}
-	assert.True(t, gatedByUs(p), "containers ready, only our gate holds it back")
-	p.Status.Conditions[1].Status = corev1.ConditionFalse
-	assert.False(t, gatedByUs(p), "containers not ready: a stuck pod, not ours")
-}
-
-// A bare orphan is refused once, with one Event; later sweeps do not ask heal again (its
-// owner cannot change), so there is no refusal Event every full re-check.
+// A bare orphan is refused with one Event, not one every full re-check (heal writes one
+// refusal Event per pod and cause).
 func TestBareOrphanRefusedOnce(t *testing.T) {
 	zt := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-x", UID: "zt-1", Labels: map[string]string{"app": "ztunnel"}},
 		Spec:   corev1.PodSpec{NodeName: "n1"},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 	h := newHarness(t, Config{AutoRepair: true, Confirm: 0, FullRecheck: time.Minute, Strategy: failStrategy{t}},
-		ambientPod("bare", podA), zt)
+		ambientPod("bare", podA), zt, istioCNIPod())
 	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003, TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6())})
 	for range 3 {
 		h.sweep(time.Minute) // a full re-check each time
 	}
-	assert.Equal(t, 1.0, h.counter("meshmedic_repairs_total", "result", string(heal.ResultRefusedBarePod)))
+	assert.Equal(t, 3.0, h.counter("meshmedic_repairs_total", "result", string(heal.ResultRefusedBarePod)), "every decision is counted")
 	n := 0
 	for _, r := range h.events {
 		if r == heal.ReasonRefusedBarePod {
@@ -355,6 +351,14 @@ func TestBareOrphanRefusedOnce(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, n, "one refusal Event, not one per sweep: %v", h.events)
+}
+
+// istioCNIPod is the node's Ready istio-cni pod.
+func istioCNIPod() *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istio-cni-node-x", UID: "cni-1",
+		Labels: map[string]string{"k8s-app": "istio-cni-node"}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 }
 
 // failStrategy fails the test if heal ever gets past its own refusals to the strategy.
@@ -384,4 +388,87 @@ func TestRequiredIPv4ListenerIsRead(t *testing.T) {
 		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
 	h.sweep(time.Hour) // full re-check: DNS listener gone → partial
 	assert.Equal(t, corev1.ConditionFalse, h.patches["a"])
+}
+
+// The heartbeat: written after every full re-check (not on the ticks between), its
+// acquireTime the agent's start, its lifetime three full re-checks and a tick.
+func TestHeartbeat(t *testing.T) {
+	h := newHarness(t, Config{Confirm: 0, FullRecheck: time.Minute, Namespace: "meshmedic-system"}, ambientPod("a", podA))
+	h.tree.Add(nt.Proc{PID: 30, Cgroup: nt.KubepodsCgroup(podA), Start: 7, Netns: 4026532003,
+		TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(nt.TCP6(nt.Ztunnel(false, 1)...))})
+	h.sweep(0)
+	start := h.clk.Now()
+	lease, err := h.cs.CoordinationV1().Leases("meshmedic-system").Get(h.ctx, detect.AgentHeartbeatLease("n1"), metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "agent/n1", *lease.Spec.HolderIdentity)
+	assert.Equal(t, int32(182), *lease.Spec.LeaseDurationSeconds)
+	assert.True(t, lease.Spec.AcquireTime.Time.Equal(start))
+	assert.True(t, lease.Spec.RenewTime.Time.Equal(start))
+
+	h.sweep(2 * time.Second) // a tick, not a full re-check: no write
+	lease, _ = h.cs.CoordinationV1().Leases("meshmedic-system").Get(h.ctx, detect.AgentHeartbeatLease("n1"), metav1.GetOptions{})
+	assert.True(t, lease.Spec.RenewTime.Time.Equal(start))
+	h.sweep(time.Minute)
+	lease, _ = h.cs.CoordinationV1().Leases("meshmedic-system").Get(h.ctx, detect.AgentHeartbeatLease("n1"), metav1.GetOptions{})
+	assert.True(t, lease.Spec.RenewTime.Time.Equal(h.clk.Now()))
+	assert.True(t, lease.Spec.AcquireTime.Time.Equal(start), "acquireTime is the agent's start")
+
+	// A condition this agent published is current for the condition prober...
+	cond := detect.AmbientCapturedCondition(detect.Finding{Class: detect.ClassCaptured}, start)
+	assert.NoError(t, detect.ConditionCurrent(cond, "n1", lease, h.clk.Now()))
+	// ...and not once the agent has stopped renewing for three full re-checks.
+	assert.ErrorIs(t, detect.ConditionCurrent(cond, "n1", lease, h.clk.Now().Add(4*time.Minute)), detect.ErrNoHeartbeat)
+}
+
+// --auto-repair through heal's planner: a mass-orphaned node whose ztunnel and istio-cni are
+// Ready gets one canary eviction, the rest wait; with istio-cni not Ready nothing is
+// evicted. meshmedic_node_heal_mode says which.
+func TestAutoRepairCanaryAndIstioCNI(t *testing.T) {
+	uids := []string{"44444444-4444-4444-4444-444444444441", "44444444-4444-4444-4444-444444444442",
+		"44444444-4444-4444-4444-444444444443", "44444444-4444-4444-4444-444444444444"}
+	run := func(t *testing.T, cni *corev1.Pod) (*harness, *healtest.Evicter) {
+		objs := []runtime.Object{istioZtunnel(), cni}
+		for i, uid := range uids {
+			p := ambientPod(fmt.Sprintf("web-%d", i), uid)
+			yes := true
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web", UID: types.UID("rs-" + uid), Controller: &yes}}
+			objs = append(objs, p)
+		}
+		var ev *healtest.Evicter
+		h := newHarnessWith(t, Config{AutoRepair: true, Confirm: 0, FullRecheck: time.Minute}, func(cs *fake.Clientset) heal.Strategy {
+			ev = healtest.NewEvicter().WithPods(cs.CoreV1())
+			return heal.NewEvict(ev, cs.CoreV1(), heal.EvictOptions{Timeout: -1})
+		}, objs...)
+		for i, uid := range uids {
+			tcp6 := nt.TCP6()
+			if i == 3 {
+				tcp6 = nt.TCP6(nt.Ztunnel(false, 1)...)
+			}
+			h.tree.Add(nt.Proc{PID: 30 + i, Cgroup: nt.KubepodsCgroup(uid), Start: uint64(7 + i), Netns: uint64(4026532003 + i),
+				TCP: nt.Ptr(nt.TCP()), TCP6: nt.Ptr(tcp6)})
+		}
+		h.sweep(0)
+		return h, ev
+	}
+	t.Run("healthy node: one canary", func(t *testing.T) {
+		h, ev := run(t, istioCNIPod())
+		assert.Len(t, ev.Evictions(), 1)
+		assert.Equal(t, 1.0, h.counter("meshmedic_node_heal_mode", "mode", "canary"))
+		assert.Equal(t, 2.0, h.counter("meshmedic_repairs_total", "result", string(heal.ResultWaitingForCanary)))
+		assert.Equal(t, 1.0, h.counter("meshmedic_node_breaker_open"))
+	})
+	t.Run("istio-cni not Ready: nothing", func(t *testing.T) {
+		cni := istioCNIPod()
+		cni.Status.Conditions[0].Status = corev1.ConditionFalse
+		h, ev := run(t, cni)
+		assert.Empty(t, ev.Evictions())
+		assert.Equal(t, 1.0, h.counter("meshmedic_node_heal_mode", "mode", "stop"))
+		assert.Equal(t, 3.0, h.counter("meshmedic_repairs_total", "result", string(heal.ResultRefusedNodeBreaker)))
+	})
+}
+
+func istioZtunnel() *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "ztunnel-x", UID: "zt-1", Labels: map[string]string{"app": "ztunnel"}},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
 }

@@ -68,8 +68,8 @@ func benchNode(b *testing.B) (*Agent, *clocktesting.FakeClock, context.Context) 
 	if err := a.RunOnce(ctx); err != nil { // first sweep: walk, place, publish
 		b.Fatal(err)
 	}
-	if len(a.state) != 250 {
-		b.Fatalf("expected 250 pods tracked, have %d", len(a.state))
+	if len(a.sched.state) != 250 {
+		b.Fatalf("expected 250 pods tracked, have %d", len(a.sched.state))
 	}
 	return a, clk, ctx
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshmedic/meshmedic/detect"
 	"github.com/meshmedic/meshmedic/frontends/agent"
+	"github.com/meshmedic/meshmedic/heal"
 	"github.com/meshmedic/meshmedic/netns"
 )
 
@@ -30,7 +31,11 @@ func agentCommand(s Streams) *ucli.Command {
 		&ucli.StringFlag{Name: "socket-backend", Value: "proc", Usage: "how a pod's LISTEN sockets are read: proc (/proc/<pid>/net/tcp6, no capabilities) or netlink (sock_diag inside the pod's netns: ~10× cheaper, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE)"},
 		&ucli.BoolFlag{Name: "inspect-rules", Usage: "also read istio-cni's in-pod routing rules in each pod's netns (rtnetlink; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE): reports bypass (listeners, no redirection) and blackhole (redirection, no listeners)"},
 		&ucli.DurationFlag{Name: "socket-count-interval", DefaultText: "5×--tick", Usage: "a falling socket count re-checks one pod at most this often"},
+		&ucli.IntFlag{Name: "max-actions", Value: heal.DefaultBudget.PerRun, Usage: "with --auto-repair: at most this many pods healed per sweep (0: none, negative: unlimited)"},
+		&ucli.IntFlag{Name: "max-per-namespace", Value: heal.DefaultBudget.PerNamespace, Usage: "with --auto-repair: at most this many pods of one namespace healed per sweep"},
+		meshmedicNamespaceFlag("POD_NAMESPACE"),
 	}
+	flags = append(flags, healFlags()...)
 	flags = append(flags, kubeFlags()...)
 	flags = append(flags, istioFlags()...)
 	return &ucli.Command{
@@ -53,6 +58,14 @@ func agentCommand(s Streams) *ucli.Command {
 			young, err := parseDurations(c.String("young-rechecks"))
 			if err != nil {
 				return usagef("--young-rechecks: %v", err)
+			}
+			limits, err := healLimits(c)
+			if err != nil {
+				return err
+			}
+			breaker, err := healBreaker(c)
+			if err != nil {
+				return err
 			}
 			reader, err := socketBackend(c.String("socket-backend"), c.String("proc-root"))
 			if err != nil {
@@ -79,7 +92,11 @@ func agentCommand(s Streams) *ucli.Command {
 				AutoRepair: c.Bool("auto-repair"), RepairStuck: c.Bool("repair-stuck"), GracePeriod: c.Duration("grace-period"),
 				Settings: settings, IstioNamespace: c.String("istio-namespace"),
 				YoungRechecks: young, SocketCountInterval: c.Duration("socket-count-interval"), Reader: reader, Rules: rules,
-				Strategy: agent.NewEvictStrategy(cs),
+				Strategy: agent.NewEvictStrategy(cs), Namespace: c.String("meshmedic-namespace"),
+				// Every agent and every `repair` share one ledger: backoff, the cluster-wide
+				// rate, the namespace cap and the canaries hold fleet-wide and across restarts.
+				Ledger: leaseLedger(c, cs, "agent/"+c.String("node")), Limits: &limits, Breaker: breaker,
+				Budget: &heal.Budget{PerRun: c.Int("max-actions"), PerNode: c.Int("max-actions"), PerNamespace: c.Int("max-per-namespace")},
 			}, agent.WithLogger(log))
 			if err != nil {
 				return err

@@ -359,11 +359,47 @@ var jsonFieldDocs = map[string]map[string]string{
 		"errors":   "per-pod and per-namespace problems that did not stop the scan",
 	},
 	"cli.repairOutput": {
-		"checked":  "pods looked at",
-		"dryRun":   "true unless `--yes`: every request was sent with server-side dry run",
-		"findings": "the actionable findings (never null)",
-		"actions":  "one per confirmed finding handed to the healer (never null)",
-		"errors":   "problems that did not stop the run",
+		"checked":   "pods looked at",
+		"dryRun":    "true unless `--yes`: every request was sent with server-side dry run",
+		"findings":  "the actionable findings (never null)",
+		"actions":   "one per confirmed finding heal's planner made a target (never null)",
+		"nodes":     "the planner's verdict on each node holding a confirmed finding",
+		"notHealed": "findings the planner did not make targets, and why",
+		"errors":    "problems that did not stop the run",
+	},
+	"heal.NodeVerdict": {
+		"node":   "node name",
+		"mode":   quoted(heal.NodeHeal, heal.NodeCanary, heal.NodeWait, heal.NodeStop) + ": heal as usual; mass-orphaned, one canary pod first; the canary is in flight; nothing (ztunnel or istio-cni not Ready or not found, or the canary came back broken)",
+		"reason": "why the mode is not `heal`",
+		"health": "what the verdict is based on: every pod of the node, not only the scanned ones",
+		"canary": "the node's canary record in the fleet-wide heal ledger, when it has one",
+	},
+	"heal.NodeHealth": {
+		"ambientPods":   "pods of the node expected to be captured (with a finding)",
+		"orphaned":      "of them, how many are in an actionable class",
+		"ztunnelReady":  "a ztunnel pod of the node (in the Istio namespace) is Ready",
+		"istioCNIReady": "an istio-cni pod of the node (in the Istio namespace) is Ready",
+		"ztunnelFound":  "a ztunnel pod of the node was found at all",
+		"istioCNIFound": "an istio-cni pod of the node was found at all",
+		"infra":         "fingerprint of those pods (UIDs and restart counts): a failed canary is retried once it changes",
+	},
+	"heal.CanaryRecord": {
+		"state":   quoted(heal.CanaryPending, heal.CanaryPassed, heal.CanaryFailed),
+		"pod":     "`namespace/name` of the canary",
+		"uid":     "the canary pod's UID",
+		"started": "when it was healed",
+		"decided": "when a pod created on the node since showed the verdict",
+		"infra":   "the node's ztunnel/istio-cni fingerprint when the canary started",
+		"detail":  "which pod decided, and how",
+		"by":      "the healer that healed the canary (`agent/<node>`, `cli/<user>@<host>`)",
+		"batch":   "the heal call that healed it",
+	},
+	"heal.Dropped": {
+		"namespace": "pod namespace",
+		"name":      "pod name",
+		"uid":       "pod UID",
+		"class":     "the finding's class",
+		"why":       "`" + heal.DropUnconfirmed + "`, `" + heal.DropGone + "`, `" + heal.DropTerminating + "`, or `" + heal.DropNotReady + "` (with for how long)",
 	},
 	"detect.Finding": {
 		"namespace":     "pod namespace",
@@ -475,12 +511,10 @@ var jsonFieldDocs = map[string]map[string]string{
 	},
 }
 
-var allClasses = []detect.Class{detect.ClassCaptured, detect.ClassOrphaned, detect.ClassPartial, detect.ClassNotEnrolled,
-	detect.ClassNetnsReplaced, detect.ClassBypass, detect.ClassBlackhole, detect.ClassUnknown, detect.ClassSkipped}
-
-var allResults = []heal.Result{heal.ResultEvicted, heal.ResultWouldEvict, heal.ResultBlockedByPDB, heal.ResultRefusedBarePod,
-	heal.ResultToggled, heal.ResultWouldToggle, heal.ResultDeleted, heal.ResultWouldDelete, heal.ResultSkippedBudget,
-	heal.ResultSkippedBackoff, heal.ResultRefusedNodeBreaker, heal.ResultNotActionable, heal.ResultFailed}
+var (
+	allClasses = detect.Classes
+	allResults = heal.Results
+)
 
 type jsonField struct {
 	path, typ, doc string

@@ -3,11 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshmedic/meshmedic/detect"
@@ -16,25 +17,32 @@ import (
 )
 
 func repairCommand(s Streams) *ucli.Command {
+	b := heal.DefaultBudget
 	flags := append(scanFlags(),
 		&ucli.StringFlag{Name: "strategy", Value: heal.StrategyEvict, Usage: "evict (policy/v1 Eviction: honours PodDisruptionBudgets), toggle (istio.io/dataplane-mode none and back), delete (no PDB check: explicit opt-in)"},
 		&ucli.BoolFlag{Name: "yes", Usage: "act; without it repair is a dry run that still sends every request with server-side dry run, so PDB refusals show"},
 		&ucli.BoolFlag{Name: "allow-bare-pods", Usage: "also restart pods without a controller owner (they will NOT come back)"},
-		&ucli.IntFlag{Name: "max-actions", Value: 5, Usage: "at most this many pods acted on in this run (negative: unlimited)"},
-		&ucli.IntFlag{Name: "max-per-node", Value: 2, Usage: "at most this many per node"},
-		&ucli.IntFlag{Name: "max-per-namespace", Value: 3, Usage: "at most this many per namespace"},
+		&ucli.IntFlag{Name: "max-actions", Value: b.PerRun, Usage: "at most this many pods acted on in this run (0: none, negative: unlimited)"},
+		&ucli.IntFlag{Name: "max-per-node", Value: b.PerNode, Usage: "at most this many per node in this run (0: none, negative: unlimited)"},
+		&ucli.IntFlag{Name: "max-per-namespace", Value: b.PerNamespace, Usage: "at most this many per namespace in this run (0: none, negative: unlimited)"},
 		&ucli.DurationFlag{Name: "eviction-timeout", Value: 2 * time.Minute, Usage: "how long to wait for an evicted pod to be gone"},
 	)
+	flags = append(flags, healFlags()...)
 	return &ucli.Command{
 		Name:  "repair",
 		Usage: "scan, then heal confirmed orphans (dry run unless --yes)",
-		Description: "Runs scan (with its flap guard), then heals every confirmed orphaned, partial, not-enrolled\n" +
-			"or netns-replaced pod with --strategy, under budgets, a per-node circuit breaker (the node's\n" +
-			"ztunnel not Ready, or most of its ambient pods orphaned: the node is the cause), bare-pod\n" +
-			"refusal and PDBs. Every action and refusal is a Kubernetes Event on the pod. Refuses to run\n" +
-			"without -n, -A or --behavioral.\n\n" +
+		Description: "Runs scan (with its flap guard), then heals every confirmed orphaned, partial, not-enrolled,\n" +
+			"netns-replaced, bypass or blackhole pod with --strategy through heal's planner. The pod is\n" +
+			"re-read; its node must have a Ready ztunnel and istio-cni; a node where many ambient pods are\n" +
+			"broken at once gets one canary heal first, and the rest only once a pod created on the node\n" +
+			"after it comes back captured. Bare pods, drain-style exclusions (safe-to-evict=false,\n" +
+			"emptyDir data, system-critical priority; the pod annotation meshmedic.io/heal=allow|never\n" +
+			"overrides) and PDBs are honoured. Budgets per run, and fleet-wide limits shared with every\n" +
+			"agent through the Lease " + heal.LedgerLeaseName + " in --meshmedic-namespace: a cluster-wide heal rate,\n" +
+			"a per-namespace cap, and backoff per controller. Every action and refusal is a Kubernetes\n" +
+			"Event on the pod. Refuses to run without -n, -A or --behavioral.\n\n" +
 			"Exit codes: 0 nothing to do or all healed, 1 findings left (dry run, blocked by a PDB,\n" +
-			"refused, failed), 2 usage or runtime error.",
+			"refused, waiting, failed), 2 usage or runtime error (an unreadable heal ledger included).",
 		Flags:  flags,
 		Action: func(c *ucli.Context) error { return runRepair(c, s) },
 	}
@@ -45,7 +53,13 @@ type repairOutput struct {
 	DryRun   bool             `json:"dryRun"`
 	Findings []detect.Finding `json:"findings"`
 	Actions  []heal.Action    `json:"actions"`
-	Errors   []string         `json:"errors,omitempty"`
+	// Nodes are the planner's verdicts on the nodes holding confirmed findings (heal,
+	// canary, wait, stop, and why).
+	Nodes []heal.NodeVerdict `json:"nodes,omitempty"`
+	// NotHealed are the findings the planner left out (unconfirmed, gone, terminating, not
+	// Ready), and why.
+	NotHealed []heal.Dropped `json:"notHealed,omitempty"`
+	Errors    []string       `json:"errors,omitempty"`
 }
 
 func runRepair(c *ucli.Context, s Streams) error {
@@ -53,6 +67,14 @@ func runRepair(c *ucli.Context, s Streams) error {
 		return usagef("repair acts on pods: say where with -n NAMESPACE, -A (all namespaces) or --behavioral")
 	}
 	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	limits, err := healLimits(c)
+	if err != nil {
+		return err
+	}
+	breaker, err := healBreaker(c)
 	if err != nil {
 		return err
 	}
@@ -69,41 +91,19 @@ func runRepair(c *ucli.Context, s Streams) error {
 		return err
 	}
 	dry := !c.Bool("yes")
-	confirmRequired := c.Duration("confirm") > 0
 	out := repairOutput{Checked: rep.Checked, DryRun: dry, Findings: []detect.Finding{}, Actions: []heal.Action{}}
-	var targets []heal.Target
 	for _, f := range rep.Findings {
-		if !f.Actionable() {
-			continue
+		if f.Actionable() {
+			out.Findings = append(out.Findings, f)
 		}
-		out.Findings = append(out.Findings, f)
-		if confirmRequired && !f.Confirmed {
-			continue
-		}
-		pod, err := setup.cs.CoreV1().Pods(f.Namespace).Get(c.Context, f.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || (err == nil && pod.UID != f.UID) {
-			continue // gone or replaced since the scan: nothing to heal
-		}
-		if err != nil {
-			return explainAPIError(c.Context, err, "get", "pods", f.Namespace)
-		}
-		targets = append(targets, heal.Target{Pod: pod, Class: f.Class, Detail: f.Detail})
 	}
 	for _, e := range rep.Errors {
 		out.Errors = append(out.Errors, e.Error())
 	}
-	if len(targets) > 0 {
-		nodes, err := nodeHealth(c.Context, setup, c.String("istio-namespace"), rep, s)
-		if err != nil {
+	if len(out.Findings) > 0 {
+		if err := planAndHeal(c, s, setup, strategy, rep, dry, limits, breaker, &out); err != nil {
 			return err
 		}
-		healer := heal.NewHealer(strategy,
-			heal.WithDryRun(dry),
-			heal.WithAllowBarePods(c.Bool("allow-bare-pods")),
-			heal.WithBudget(heal.Budget{PerRun: c.Int("max-actions"), PerNode: c.Int("max-per-node"), PerNamespace: c.Int("max-per-namespace")}),
-			heal.WithEvents(heal.NewEventSink(setup.cs.CoreV1(), "meshmedic")),
-		)
-		out.Actions = append(out.Actions, healer.Heal(c.Context, targets, nodes)...)
 	}
 	if err := renderRepair(s, format, out); err != nil {
 		return err
@@ -116,8 +116,62 @@ func runRepair(c *ucli.Context, s Streams) error {
 		}
 	}
 	if left > 0 {
-		return fmt.Errorf("%d finding(s) not healed (dry run, blocked, refused, failed or unconfirmed): %w", left, ErrFindings)
+		return fmt.Errorf("%d finding(s) not healed (dry run, blocked, refused, waiting, failed or unconfirmed): %w", left, ErrFindings)
 	}
+	return nil
+}
+
+// planAndHeal is repair's one library call: heal's planner over the scan's report, then Apply.
+func planAndHeal(c *ucli.Context, s Streams, setup *scanSetup, strategy heal.Strategy, rep detect.Report, dry bool,
+	limits heal.Limits, breaker heal.Breaker, out *repairOutput) error {
+	holder := cliHolder()
+	istioNS := c.String("istio-namespace")
+	healer := heal.NewHealer(strategy,
+		heal.WithDryRun(dry),
+		heal.WithAllowBarePods(c.Bool("allow-bare-pods")),
+		heal.WithBudget(heal.Budget{PerRun: c.Int("max-actions"), PerNode: c.Int("max-per-node"), PerNamespace: c.Int("max-per-namespace")}),
+		heal.WithEvents(heal.NewEventSink(setup.cs.CoreV1(), "meshmedic", heal.EventSinkInstance(holder))),
+		heal.WithLedger(leaseLedger(c, setup.cs, holder)),
+		heal.WithLimits(limits),
+		heal.WithBreaker(breaker),
+		heal.WithInstance(holder),
+		heal.WithNotReady(0), // a person asked for this run: not-Ready pods are healed too
+	)
+	// The breaker and the canary judge a node by all its pods, not only the scanned ones.
+	facts := heal.ScanFacts{
+		List: func(ctx context.Context, node string) ([]corev1.Pod, error) {
+			list, err := setup.cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+			if err != nil {
+				return nil, explainAPIError(ctx, err, "list", "pods", "")
+			}
+			return list.Items, nil
+		},
+		// The node's other pods are judged the way the scan's were: probed, then confirmed
+		// after the flap guard (a canary fails only on a confirmed finding).
+		Scan: func(ctx context.Context, pods []corev1.Pod) (detect.Report, error) {
+			r, err := setup.engine.ScanPods(ctx, pods)
+			if err != nil {
+				return r, err
+			}
+			return setup.engine.Confirm(ctx, r)
+		},
+		Known:          rep.Findings,
+		InfraNamespace: func(ns string) bool { return ns == istioNS },
+	}
+	plan, err := healer.Plan(c.Context, rep, heal.PodsFromClient(setup.cs.CoreV1()), facts)
+	if err != nil {
+		return fmt.Errorf("not healing: %w (the fleet-wide heal ledger is the Lease %s/%s: check --meshmedic-namespace, and RBAC get, create and update on leases there)",
+			err, c.String("meshmedic-namespace"), heal.LedgerLeaseName)
+	}
+	for _, v := range plan.Nodes {
+		out.Nodes = append(out.Nodes, v)
+	}
+	slices.SortFunc(out.Nodes, func(a, b heal.NodeVerdict) int { return strings.Compare(a.Node, b.Node) })
+	out.NotHealed = plan.Dropped
+	for _, ch := range plan.Canaries {
+		fmt.Fprintf(s.Err, "canary on node %s %s: %s\n", ch.Node, ch.Record.State, ch.Record.Detail)
+	}
+	out.Actions = append(out.Actions, healer.Apply(c.Context, plan)...)
 	return nil
 }
 
@@ -147,35 +201,6 @@ func newStrategy(c *ucli.Context, setup *scanSetup) (heal.Strategy, error) {
 	}
 }
 
-// nodeHealth feeds heal's circuit breaker: per node, the ambient pods checked, how many
-// are broken, and whether the node's ztunnel pod is Ready. A node whose ztunnel cannot be
-// found is reported not Ready: the breaker then refuses it (fail closed).
-func nodeHealth(ctx context.Context, setup *scanSetup, istioNS string, rep detect.Report, s Streams) (map[string]heal.NodeHealth, error) {
-	nodes := map[string]heal.NodeHealth{}
-	for _, f := range rep.Findings {
-		if f.Node == "" || f.Class == detect.ClassSkipped {
-			continue
-		}
-		h := nodes[f.Node]
-		h.Count(f.Class)
-		nodes[f.Node] = h
-	}
-	zt, err := setup.cs.CoreV1().Pods(istioNS).List(ctx, metav1.ListOptions{LabelSelector: "app=ztunnel"})
-	if err != nil {
-		fmt.Fprintf(s.Err, "warning: cannot list ztunnel pods in %s (%v): every node is treated as ztunnel-not-Ready and nothing is healed\n", istioNS, err)
-		return nodes, nil
-	}
-	for _, p := range zt.Items {
-		h, ok := nodes[p.Spec.NodeName]
-		if !ok {
-			continue
-		}
-		h.ZtunnelReady = heal.PodReady(&p)
-		nodes[p.Spec.NodeName] = h
-	}
-	return nodes, nil
-}
-
 func renderRepair(s Streams, format string, out repairOutput) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
@@ -191,6 +216,14 @@ func renderRepair(s Streams, format string, out repairOutput) error {
 		return err
 	}
 	fmt.Fprintf(s.Err, "%d pod(s) checked, %d finding(s), %d action(s)\n", out.Checked, len(out.Findings), len(out.Actions))
+	for _, v := range out.Nodes {
+		if v.Mode != heal.NodeHeal {
+			fmt.Fprintf(s.Err, "node %s: %s: %s\n", v.Node, v.Mode, v.Reason)
+		}
+	}
+	for _, d := range out.NotHealed {
+		fmt.Fprintf(s.Err, "not healed: %s/%s (%s): %s\n", d.Namespace, d.Name, d.Class, d.Why)
+	}
 	for _, e := range out.Errors {
 		fmt.Fprintf(s.Err, "warning: %s\n", e)
 	}

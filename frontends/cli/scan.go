@@ -45,6 +45,7 @@ func scanFlags() []ucli.Flag {
 	}
 	flags = append(flags, namespaceFlags()...)
 	flags = append(flags, kubeFlags()...)
+	flags = append(flags, meshmedicNamespaceFlag("MESHMEDIC_NAMESPACE"))
 	return append(flags, istioFlags()...)
 }
 
@@ -166,7 +167,8 @@ func newProber(c *ucli.Context, cfg *rest.Config, cs kubernetes.Interface, node 
 		}
 		return detect.NewNodeLocalProber(fs, netns.NewProcReader(fs)), nil
 	case proberAgent:
-		return detect.NewConditionProber(), nil
+		// A condition counts only while its node's agent vouches for it (its heartbeat).
+		return detect.NewConditionProber(detect.HeartbeatsFromLeases(cs.CoordinationV1(), c.String("meshmedic-namespace"), time.Minute, nil)), nil
 	}
 	return nil, usagef("--prober %q: want auto, exec, node-local or agent", c.String("prober"))
 }
@@ -271,6 +273,8 @@ func runDetection(ctx context.Context, c *ucli.Context, setup *scanSetup) (detec
 		if rep, err = setup.engine.Confirm(ctx, rep); err != nil {
 			return rep, nil, explainScanError(ctx, err, setup.namespace)
 		}
+	} else {
+		rep, _ = setup.engine.Settle(rep) // --confirm 0: the flap guard is off, findings are confirmed as found
 	}
 	return rep, rejected, nil
 }
