@@ -375,6 +375,15 @@ func (s *Sim) AddProcess(p *Pod) (int, error) {
 	return s.addProcess(p, false)
 }
 
+// AddProcessAs is AddProcess for a process running as uid:gid with the environment env (an
+// application container of a distroless image runs as 65532, its secrets in its environment).
+func (s *Sim) AddProcessAs(p *Pod, uid, gid uint32, env []string) (int, error) {
+	return s.addProcessWith(p, false, func(cmd *exec.Cmd) {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: gid}
+		cmd.Env = env
+	})
+}
+
 // AddForeignProcess starts a younger process in a new container cgroup of p but in another, new
 // netns (like a process that is in the pod's cgroup without being in its network; for "dedupe /
 // oldest wins" tests) and returns its PID.
@@ -383,6 +392,10 @@ func (s *Sim) AddForeignProcess(cgroupOf *Pod) (int, error) {
 }
 
 func (s *Sim) addProcess(p *Pod, foreign bool) (int, error) {
+	return s.addProcessWith(p, foreign, nil)
+}
+
+func (s *Sim) addProcessWith(p *Pod, foreign bool, tweak func(*exec.Cmd)) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(p); err != nil {
@@ -396,6 +409,9 @@ func (s *Sim) addProcess(p *Pod, foreign bool) (int, error) {
 		return 0, err
 	}
 	cmd := s.sleeper(foreign)
+	if tweak != nil {
+		tweak(cmd)
+	}
 	if foreign {
 		err = cmd.Start()
 	} else {

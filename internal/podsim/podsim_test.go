@@ -679,3 +679,23 @@ func TestConcurrentUse(t *testing.T) {
 	assert.Len(t, s.pods, 2)
 	require.NoError(t, ThreadsHome())
 }
+
+// AddProcessAs runs the app process as the given uid with the given environment, in the
+// pod's netns and its own container cgroup.
+func TestAddProcessAs(t *testing.T) {
+	s := newSim(t)
+	p, err := s.AddPod(PodSpec{})
+	require.NoError(t, err)
+	app, err := s.AddProcessAs(p, 65532, 65532, []string{"DB_PASSWORD=hunter2"})
+	require.NoError(t, err)
+	ns, err := Netns(app)
+	require.NoError(t, err)
+	assert.Equal(t, p.Netns, ns)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", app))
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^Uid:\s+65532\s+65532\s+65532\s+65532$`, string(status))
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", app))
+	require.NoError(t, err)
+	assert.Equal(t, "DB_PASSWORD=hunter2\x00", string(env))
+	assert.Contains(t, s.PIDs(p), app)
+}
