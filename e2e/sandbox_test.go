@@ -23,6 +23,10 @@ import (
 	"github.com/meshmedic/meshmedic/internal/podsim"
 )
 
+// meshmedicNS is meshmedic's own namespace in the sandbox (the default of
+// --meshmedic-namespace).
+const meshmedicNS = "meshmedic-system"
+
 // env is the sandbox shared by every scenario of TestSandbox.
 type env struct {
 	cp   *controlplane.ControlPlane
@@ -73,6 +77,10 @@ func TestSandbox(t *testing.T) {
 			t.Logf("sandbox node log:\n%s", tail(nodeLog.String(), 60))
 		}
 	})
+	// meshmedic's own namespace, as an install makes it: the fleet-wide heal ledger and the
+	// agents' heartbeats live there.
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshmedicNS}}, metav1.CreateOptions{})
+	require.NoError(t, err)
 	bin, err := BuildBinary(ctx, t.TempDir())
 	require.NoError(t, err)
 	e := &env{cp: cp, cs: cs, node: node, bin: bin}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -35,8 +36,9 @@ type Options struct {
 	DNS bool
 	// NoCapture disables the istio-cni/ztunnel stand-in: pods start un-enrolled.
 	NoCapture bool
-	// NoZtunnelPod skips creating the node's ztunnel pod (istio-system, app=ztunnel),
-	// which repair's node circuit breaker reads to know the node's ztunnel is Ready.
+	// NoZtunnelPod skips creating the node's ztunnel and istio-cni pods (istio-system,
+	// app=ztunnel and k8s-app=istio-cni-node), which heal's planner reads to know the
+	// node's ztunnel and istio-cni are Ready.
 	NoZtunnelPod bool
 	Log          io.Writer // progress lines; nil = silent
 }
@@ -49,11 +51,16 @@ type Node struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	pods   map[types.UID]*simPod
-	nextIP netip.Addr
-	err    error // first background error
-	nsLis  func(name string) (*corev1.Namespace, error)
+	// captureOff: the istio-cni stand-in stops enrolling pods (a node whose CNI chain lost
+	// istio-cni). Pods captured before keep their capture.
+	captureOff atomic.Bool
+
+	mu      sync.Mutex
+	unready map[string]int32 // namespace/name → restart count: the kubelet reports it crash-looping
+	pods    map[types.UID]*simPod
+	nextIP  netip.Addr
+	err     error // first background error
+	nsLis   func(name string) (*corev1.Namespace, error)
 }
 
 type simPod struct {
@@ -77,7 +84,7 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{opt: opt, cs: cs, sim: sim, pods: map[types.UID]*simPod{}, done: make(chan struct{}),
+	n := &Node{opt: opt, cs: cs, sim: sim, pods: map[types.UID]*simPod{}, unready: map[string]int32{}, done: make(chan struct{}),
 		nextIP: opt.PodCIDR.Addr().Next().Next()}
 	if err := n.register(ctx); err != nil {
 		return nil, errors.Join(err, sim.Close())
@@ -128,7 +135,7 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 	}
 	nsFactory.WaitForCacheSync(ctx.Done())
 	if !opt.NoZtunnelPod {
-		if err := n.createZtunnelPod(ctx); err != nil {
+		if err := n.createInfraPods(ctx); err != nil {
 			cancel()
 			return nil, errors.Join(err, sim.Close())
 		}
@@ -300,7 +307,7 @@ func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) 
 	if err := n.ensureStatus(ctx, pod, sp); err != nil && ctx.Err() == nil {
 		n.logf("status of %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
-	if !n.opt.NoCapture {
+	if !n.opt.NoCapture && !n.captureOff.Load() {
 		if err := n.ensureCaptured(ctx, pod, sp); err != nil && ctx.Err() == nil {
 			n.logf("capture of %s/%s: %v", pod.Namespace, pod.Name, err)
 		}
@@ -370,7 +377,16 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 			})
 		}
 	}
-	gatesOK := true
+	n.mu.Lock()
+	restarts, crashing := n.unready[pod.Namespace+"/"+pod.Name]
+	n.mu.Unlock()
+	for i := range want.ContainerStatuses {
+		want.ContainerStatuses[i].Ready = !crashing
+		if crashing {
+			want.ContainerStatuses[i].RestartCount = restarts
+		}
+	}
+	gatesOK := !crashing
 	for _, g := range pod.Spec.ReadinessGates {
 		c := findCondition(want.Conditions, g.ConditionType)
 		if c == nil || c.Status != corev1.ConditionTrue {
@@ -379,7 +395,7 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 	}
 	setCondition(want, corev1.PodScheduled, true, now)
 	setCondition(want, corev1.PodInitialized, true, now)
-	setCondition(want, corev1.ContainersReady, true, now)
+	setCondition(want, corev1.ContainersReady, !crashing, now)
 	setCondition(want, corev1.PodReady, gatesOK, now)
 	if statusEqual(&pod.Status, want) {
 		return nil
@@ -471,6 +487,33 @@ func (n *Node) ensureCaptured(ctx context.Context, pod *corev1.Pod, sp *simPod) 
 		n.logf("%s/%s: captured=%v", pod.Namespace, pod.Name, want)
 	}
 	return err
+}
+
+// SetCapturing turns the istio-cni stand-in's enrolment of pods on or off: off plays a
+// node whose CNI chain no longer runs istio-cni (the reboot race), so pods created from
+// then on are not enrolled; pods captured before stay captured.
+func (n *Node) SetCapturing(on bool) { n.captureOff.Store(!on) }
+
+// SetCrashLooping makes the simulated kubelet report the pod's containers not ready and
+// restarting (or healthy again), as for a crash-looping istio-cni, and writes that status
+// at once.
+func (n *Node) SetCrashLooping(ctx context.Context, namespace, name string, crashing bool) error {
+	n.mu.Lock()
+	if crashing {
+		n.unready[namespace+"/"+name]++
+	} else {
+		delete(n.unready, namespace+"/"+name)
+	}
+	n.mu.Unlock()
+	pod, err := n.cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	sp, err := n.lookup(namespace, name)
+	if err != nil {
+		return err
+	}
+	return n.ensureStatus(ctx, pod, sp)
 }
 
 func (n *Node) setCaptured(sp *simPod, v bool) {
@@ -565,30 +608,38 @@ func (n *Node) ReplaceNetns(namespace, name string) error {
 	return n.sim.ReplaceNetns(sp.pod)
 }
 
-// createZtunnelPod creates the node's ztunnel pod the way its DaemonSet would (bound to
-// the node, in the system namespace, labelled app=ztunnel). The node then runs it like any
-// pod; enroll never expects it captured.
-func (n *Node) createZtunnelPod(ctx context.Context) error {
+// createInfraPods creates the node's ztunnel and istio-cni pods the way their DaemonSets
+// would (bound to the node, in the system namespace, labelled as Istio's charts label
+// them). The node then runs them like any pod; enroll never expects them captured.
+func (n *Node) createInfraPods(ctx context.Context) error {
 	const ns = "istio-system"
 	_, err := n.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
-	pod := &corev1.Pod{
+	pods := []*corev1.Pod{{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
-			Labels: map[string]string{"app": "ztunnel", enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
+			Labels: map[string]string{enroll.LabelApp: enroll.AppZtunnel, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:1.28.0-distroless"}}},
-	}
-	// A new namespace's default ServiceAccount appears a moment later (the ServiceAccount
-	// admission plugin refuses pods until then): retry like a controller would.
-	var last error
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, last = n.cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-		return last == nil || apierrors.IsAlreadyExists(last), nil
-	})
-	if err != nil {
-		return fmt.Errorf("ztunnel pod: %w (last error: %v)", err, last)
+	}, {
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "istio-cni-node-" + n.opt.NodeName,
+			Labels: map[string]string{enroll.LabelK8sApp: enroll.AppIstioCNI, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
+		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1), HostNetwork: true,
+			Containers: []corev1.Container{{Name: "install-cni", Image: "registry.invalid/istio/install-cni:1.28.0-distroless"}}},
+	}}
+	for _, pod := range pods {
+		// A new namespace's default ServiceAccount appears a moment later (the
+		// ServiceAccount admission plugin refuses pods until then): retry like a
+		// controller would.
+		var last error
+		err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, last = n.cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			return last == nil || apierrors.IsAlreadyExists(last), nil
+		})
+		if err != nil {
+			return fmt.Errorf("pod %s/%s: %w (last error: %v)", ns, pod.Name, err, last)
+		}
 	}
 	return nil
 }
