@@ -20,10 +20,10 @@ func repairCommand(s Streams) *ucli.Command {
 		&ucli.StringFlag{Name: "strategy", Value: heal.StrategyEvict, Usage: "evict (policy/v1 Eviction: honours PodDisruptionBudgets), toggle (istio.io/dataplane-mode none and back), delete (no PDB check: explicit opt-in)"},
 		&ucli.BoolFlag{Name: "yes", Usage: "act; without it repair is a dry run that still sends every request with server-side dry run, so PDB refusals show"},
 		&ucli.BoolFlag{Name: "allow-bare-pods", Usage: "also restart pods without a controller owner (they will NOT come back)"},
-		&ucli.IntFlag{Name: "max-actions", Value: 5, Usage: "at most this many pods acted on in this run (negative: unlimited)"},
-		&ucli.IntFlag{Name: "max-per-node", Value: 2, Usage: "at most this many per node"},
-		&ucli.IntFlag{Name: "max-per-namespace", Value: 3, Usage: "at most this many per namespace"},
-		&ucli.DurationFlag{Name: "eviction-timeout", Value: 2 * time.Minute, Usage: "how long to wait for an evicted pod to be gone"},
+		&ucli.IntFlag{Name: "max-actions", Value: 5, Usage: "at most this many pods acted on in this run (0: none; negative: unlimited)"},
+		&ucli.IntFlag{Name: "max-per-node", Value: 2, Usage: "at most this many per node (0: none; negative: unlimited)"},
+		&ucli.IntFlag{Name: "max-per-namespace", Value: 3, Usage: "at most this many per namespace (0: none; negative: unlimited)"},
+		&ucli.DurationFlag{Name: "eviction-timeout", Value: 2 * time.Minute, Usage: "how long to wait for an evicted pod to be gone (positive)"},
 	)
 	return &ucli.Command{
 		Name:  "repair",
@@ -71,6 +71,10 @@ func runRepair(c *ucli.Context, s Streams) error {
 	dry := !c.Bool("yes")
 	confirmRequired := c.Duration("confirm") > 0
 	out := repairOutput{Checked: rep.Checked, DryRun: dry, Findings: []detect.Finding{}, Actions: []heal.Action{}}
+	if err := nothingVerifiedIn(rep); err != nil {
+		_ = renderRepair(s, format, c.Bool("no-headers"), out)
+		return err
+	}
 	var targets []heal.Target
 	for _, f := range rep.Findings {
 		if !f.Actionable() {
@@ -100,12 +104,12 @@ func runRepair(c *ucli.Context, s Streams) error {
 		healer := heal.NewHealer(strategy,
 			heal.WithDryRun(dry),
 			heal.WithAllowBarePods(c.Bool("allow-bare-pods")),
-			heal.WithBudget(heal.Budget{PerRun: c.Int("max-actions"), PerNode: c.Int("max-per-node"), PerNamespace: c.Int("max-per-namespace")}),
+			heal.WithBudget(budgetFromFlags(c)),
 			heal.WithEvents(heal.NewEventSink(setup.cs.CoreV1(), "meshmedic")),
 		)
 		out.Actions = append(out.Actions, healer.Heal(c.Context, targets, nodes)...)
 	}
-	if err := renderRepair(s, format, out); err != nil {
+	if err := renderRepair(s, format, c.Bool("no-headers"), out); err != nil {
 		return err
 	}
 	left := len(out.Findings)
@@ -176,21 +180,25 @@ func nodeHealth(ctx context.Context, setup *scanSetup, istioNS string, rep detec
 	return nodes, nil
 }
 
-func renderRepair(s Streams, format string, out repairOutput) error {
+func renderRepair(s Streams, format string, noHeaders bool, out repairOutput) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
 	}
 	if out.DryRun {
 		fmt.Fprintln(s.Err, "dry run (server-side): nothing was changed; add --yes to act")
 	}
-	t := newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "STRATEGY", "RESULT", "DETAIL")
+	t := newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "STRATEGY", "RESULT", "DETAIL").noHeaders(noHeaders)
 	for _, a := range out.Actions {
 		t.row(a.Namespace, a.Name, dash(string(a.Class)), a.Strategy, string(a.Result), dash(a.Detail))
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.Err, "%d pod(s) checked, %d finding(s), %d action(s)\n", out.Checked, len(out.Findings), len(out.Actions))
+	if len(out.Findings) == 0 && len(out.Actions) == 0 {
+		fmt.Fprintf(s.Err, "No findings in %s.\n", pods(out.Checked))
+	} else {
+		fmt.Fprintf(s.Err, "%d pod(s) checked, %d finding(s), %d action(s)\n", out.Checked, len(out.Findings), len(out.Actions))
+	}
 	for _, e := range out.Errors {
 		fmt.Fprintf(s.Err, "warning: %s\n", e)
 	}
