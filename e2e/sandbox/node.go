@@ -578,7 +578,7 @@ func (n *Node) createZtunnelPod(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
 			Labels: map[string]string{"app": "ztunnel", enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:1.28.0-distroless"}}},
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:" + ZtunnelVersion + "-distroless"}}},
 	}
 	// A new namespace's default ServiceAccount appears a moment later (the ServiceAccount
 	// admission plugin refuses pods until then): retry like a controller would.
