@@ -18,7 +18,7 @@ import (
 func agentCommand(s Streams) *ucli.Command {
 	flags := []ucli.Flag{
 		&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name (downward API spec.nodeName)"},
-		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "the host's /proc (mounted read-only, e.g. /host/proc; the pod needs hostPID)"},
+		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "the host's /proc (a read-only hostPath mount, e.g. /host/proc; hostPID is not needed, except with --socket-backend netlink or --inspect-rules)"},
 		&ucli.StringFlag{Name: "metrics-addr", Value: ":9100", Usage: "address of /metrics, /healthz and /readyz (host:port; \"\" disables)"},
 		&ucli.DurationFlag{Name: "tick", Value: 2 * time.Second, Usage: "how often pods that changed are checked (positive)"},
 		&ucli.DurationFlag{Name: "full-recheck", Value: time.Minute, Usage: "slow re-check of every pod on the node (positive)"},
