@@ -2,13 +2,17 @@
 SHELL     := /bin/bash
 GO        ?= go
 BIN       ?= bin/meshmedic
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+# The release version lives in one place, the VERSION file: the image tag (kustomize newTag,
+# Helm appVersion), the chart version, the krew manifest and the release workflow all read it
+# (deploy/release_test.go checks that they agree). Builds from a work tree say what git says.
+RELEASE   := $(shell cat VERSION)
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v$(RELEASE)-devel)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: build install test lint unit fuzz e2e controlplane tools demo demo-down bench clean docs
+.PHONY: build install test lint unit fuzz e2e controlplane tools demo demo-down bench clean docs dist release-check
 
 DEMO_STATE ?= /tmp/meshmedic-sandbox
 
@@ -79,8 +83,32 @@ demo-down:
 docs:
 	$(GO) run ./frontends/cli/gendocs
 
+# Release archives: one tar.gz per platform holding the static binary (also the krew plugin's
+# archive), their SHA-256 sums, and the krew manifest with the version and sums filled in. The
+# release workflow runs this on a tag; `make dist` works anywhere.
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+DIST      ?= dist
+dist:
+	@rm -rf $(DIST); mkdir -p $(DIST)
+	@set -e; for p in $(PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; d=$(DIST)/meshmedic_$${os}_$${arch}; \
+	  mkdir -p $$d; echo "build $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$d/meshmedic ./frontends/meshmedic; \
+	  tar -C $$d -czf $(DIST)/meshmedic_$(VERSION)_$${os}_$${arch}.tar.gz meshmedic; rm -rf $$d; done
+	@cd $(DIST) && sha256sum meshmedic_*.tar.gz > checksums.txt && cat checksums.txt
+	@set -e; m=$$(sed 's/{{VERSION}}/$(VERSION)/g' deploy/krew/meshmedic.yaml); \
+	  for p in $(PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+	    sum=$$(grep "_$${os}_$${arch}.tar.gz" $(DIST)/checksums.txt | cut -d' ' -f1); \
+	    m=$$(printf '%s\n' "$$m" | sed "s/{{SHA256_$${os}_$${arch}}}/$$sum/"); done; \
+	  printf '%s\n' "$$m" > $(DIST)/meshmedic.yaml
+	@! grep -n '{{' $(DIST)/meshmedic.yaml
+
+# The version in VERSION, Chart.yaml, the kustomize image tag and the krew manifest agree, and
+# the release workflow and ko config are what the tests expect.
+release-check:
+	$(GO) test -count=1 -run 'TestRelease|TestKrew|TestVersion' ./deploy/
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

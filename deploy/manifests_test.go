@@ -321,6 +321,6 @@ func TestDockerfileBuildsLikeMakefile(t *testing.T) {
 	final := string(df[strings.LastIndex(string(df), "\nFROM "):])
 	assert.Contains(t, final, "FROM gcr.io/distroless/static-debian12:nonroot")
 	assert.Contains(t, final, "USER 65532")
-	assert.Contains(t, final, `ENTRYPOINT ["/meshmedic"]`)
+	assert.Contains(t, final, `ENTRYPOINT ["/ko-app/meshmedic"]`, "the ko image's layout (.ko.yaml)")
 	assert.Regexp(t, `(?m)^FROM (--platform=\S+ )?golang:1\.26 AS build$`, string(df))
 }

@@ -87,6 +87,10 @@ func DefaultSettings() Settings {
 	}
 }
 
+// ConfigMapName is the ConfigMap the istio-cni chart installs in Istio's system namespace
+// with the settings the node agent runs with.
+const ConfigMapName = "istio-cni-config"
+
 // ConfigMap keys of istio-cni-config read by SettingsFromConfigMap (istio/istio
 // manifests/charts/istio-cni/templates/configmap-cni.yaml; the agent reads them as
 // environment variables, cni/pkg/cmd/root.go).

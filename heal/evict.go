@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	policyv1 "k8s.io/api/policy/v1"
@@ -173,8 +174,23 @@ func (s *Evict) Heal(ctx context.Context, t Target, dryRun bool) (Result, error)
 	}
 }
 
-// IsPDBBlocked reports whether err is a PodDisruptionBudget refusal: ErrPDBBlocked, or an
-// API 429 TooManyRequests (the Eviction API's answer when a budget does not allow it).
+// IsPDBBlocked reports whether err is a PodDisruptionBudget refusal: ErrPDBBlocked, or the
+// Eviction API's 429 TooManyRequests that carries the DisruptionBudget cause (or, from API
+// servers older than that cause, says "disruption budget"); see kubernetes
+// pkg/registry/core/pod/storage/eviction.go, createTooManyRequestsError. Any other 429 is
+// the API server throttling the client (API Priority and Fairness, max-in-flight: a
+// "Too many requests" with a Retry-After and no such cause): it says nothing about
+// budgets, so it is not reported as blocked-by-pdb.
 func IsPDBBlocked(err error) bool {
-	return errors.Is(err, ErrPDBBlocked) || apierrors.IsTooManyRequests(err)
+	if errors.Is(err, ErrPDBBlocked) {
+		return true
+	}
+	if !apierrors.IsTooManyRequests(err) {
+		return false
+	}
+	if apierrors.HasStatusCause(err, policyv1.DisruptionBudgetCause) {
+		return true
+	}
+	var st apierrors.APIStatus
+	return errors.As(err, &st) && strings.Contains(strings.ToLower(st.Status().Message), "disruption budget")
 }

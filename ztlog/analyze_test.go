@@ -25,6 +25,7 @@ type want struct {
 func TestFixtures(t *testing.T) {
 	cases := []struct {
 		file           string
+		untimed        bool // pasted without timestamps: records have no time
 		stats          Stats
 		signals        []want
 		corroborations []want
@@ -49,6 +50,22 @@ func TestFixtures(t *testing.T) {
 		{file: "real/cilium-41945-debug-spans.log", stats: Stats{LinesRead: 7, Records: 7}},
 		{file: "real/istio-53843-cni-iptables-continuation.log", stats: Stats{LinesRead: 8, Records: 2, Continuations: 6}},
 		{file: "real/ztunnel-1875-json-truncated.log", stats: Stats{LinesRead: 1, Records: 1}},
+		{file: "real/istio-52208-received-netns.log", stats: Stats{LinesRead: 7, Records: 7}, corroborations: []want{
+			{1, "proxy-started", "31359d33-70b3-4823-b2c5-26ae61d929a4", "", ""},
+			{5, "proxy-started", "3336f814-b191-4b56-9742-952fc1f64cc0", "", ""}}},
+		{file: "real/istio-io-14611-legacy-received-netns.log", stats: Stats{LinesRead: 5, Records: 5}, corroborations: []want{
+			{2, "proxy-started", "1e054806-e667-4109-a5af-08b3e6ba0c42", "", ""},
+			{5, "proxy-started", "1e054806-e667-4109-a5af-08b3e6ba0c42", "", ""}}},
+		{file: "real/istio-52487-level-first.log", untimed: true, stats: Stats{LinesRead: 11, Records: 11}, corroborations: []want{
+			{2, "proxy-started", "4a7f439b-b4c0-4f11-b6af-7d4bcb4563b0", "worker", "stackstorm-ha-st2actionrunner-5d9fc664c7-fr49p"},
+			{5, "proxy-start-failed", "", "", ""}}},
+		{file: "real/istio-50072-cni-iptables-restore-failed.log", stats: Stats{LinesRead: 4, Records: 4}, corroborations: []want{
+			{2, "cni-iptables-failed", "", "", ""},
+			{3, "cni-add-failed", "", "default", "details-v1-698d88b-n42tz"},
+			{4, "cni-add-failed", "", "", ""}}},
+		{file: "real/istio-53843-cni-no-ztunnel-connection.log", stats: Stats{LinesRead: 6, Records: 6}, corroborations: []want{
+			{1, "cni-add-failed", "", "", ""},
+			{3, "cni-add-failed", "", "unruly-bacon", "portfolios-web-5dbc6d67f-dxqn6"}}},
 
 		// Own variants, one per ISTIO-FACTS §6 pitfall.
 		{file: "variants/prefixes.log", stats: Stats{LinesRead: 6, Records: 6}, signals: []want{
@@ -90,6 +107,14 @@ func TestFixtures(t *testing.T) {
 			{2, "proxy-kept", "9c1b7a52-0f3e-4c1a-8d2e-5b6a7c8d9e0f", "", ""},
 			{3, "proxy-start-failed", "9c1b7a52-0f3e-4c1a-8d2e-5b6a7c8d9e0f", "", ""},
 			{4, "proxy-started", "3336f814-b191-4b56-9742-952fc1f64cc0", "gitea", "gitea-redis-cluster-1"}}},
+		{file: "variants/level-first.log", untimed: true, stats: Stats{LinesRead: 9, Records: 4, Continuations: 5}, signals: []want{
+			{2, "hbone-refused", "10.42.1.154", "opset-datastore", "cnpg-cluster-1"},
+			{3, "unidentified-policy-rejection", "192.168.240.64", "", ""}},
+			corroborations: []want{{1, "proxy-started", "1e054806-e667-4109-a5af-08b3e6ba0c42", "", ""}}},
+		{file: "variants/cr-only.log", stats: Stats{LinesRead: 3, Records: 3}, signals: []want{
+			{1, "unidentified-policy-rejection", "192.168.240.64", "", ""},
+			{2, "hbone-refused", "192.168.152.170", "api", "webapp-backend-7dc4469cf6-6qm6b"}},
+			corroborations: []want{{3, "proxy-started", "3336f814-b191-4b56-9742-952fc1f64cc0", "gitea", "gitea-redis-cluster-1"}}},
 		{file: "variants/mixed.log", stats: Stats{LinesRead: 8, Records: 7, Continuations: 1}, signals: []want{
 			{3, "unidentified-policy-rejection", "192.168.240.64", "", ""},
 			{5, "hbone-refused", "192.168.152.170", "api", "webapp-backend-7dc4469cf6-6qm6b"},
@@ -122,8 +147,8 @@ func TestFixtures(t *testing.T) {
 					if s.File != c.file {
 						t.Errorf("%s file = %q", what, s.File)
 					}
-					if s.Time.IsZero() {
-						t.Errorf("%s on line %d has no time", what, s.Line)
+					if s.Time.IsZero() != c.untimed {
+						t.Errorf("%s on line %d: time %v (untimed fixture: %v)", what, s.Line, s.Time, c.untimed)
 					}
 					id := s.IP
 					if corro {

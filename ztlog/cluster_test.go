@@ -44,8 +44,9 @@ func TestAnalyzeClusterBoundedAndMerged(t *testing.T) {
 	if len(res.Failed) != 1 || res.Failed[0] != broken || len(res.Pods) != 8 {
 		t.Errorf("pods %v, failed %v", res.Pods, res.Failed)
 	}
-	if len(res.Signals) != 7 || len(res.Corroborations) != 7*2000 {
-		t.Fatalf("got %d signals, %d corroborations; want 7 and %d", len(res.Signals), len(res.Corroborations), 7*2000)
+	// 14,000 corroborations: the first DefaultMaxSignals are kept, the rest counted.
+	if len(res.Signals) != 7 || len(res.Corroborations) != ztlog.DefaultMaxSignals || res.CorroborationsOmitted != 7*2000-ztlog.DefaultMaxSignals {
+		t.Fatalf("got %d signals, %d corroborations (%d omitted); want 7 and %d, bounded at %d", len(res.Signals), len(res.Corroborations), res.CorroborationsOmitted, 7*2000, ztlog.DefaultMaxSignals)
 	}
 	var files []string
 	for _, s := range res.Signals {

@@ -73,7 +73,59 @@ func findHeader(line []byte) (headerLoc, bool) {
 	if jsonAt >= 0 {
 		return headerLoc{start: jsonAt, format: FormatJSON}, true
 	}
-	return headerLoc{}, false
+	return levelFirstHeader(line)
+}
+
+// levelFirstHeader recognises a record pasted without its timestamp: the line starts with
+// the level. People trim timestamps when they paste ztunnel lines into issues
+// (istio/istio#52487: `info\tinpod::statemanager\tpod received, starting proxy\t...`).
+// All three plain layouts occur: the 1.22+ tab layout (`info\t`), the same with tabs turned
+// into spaces (`info    `) and the ≤1.21 layout (`INFO ztunnel::...: `, which tracing pads
+// to ` INFO`). To keep continuation text out, the level word must be all lower case (tab
+// layout) or all upper case (≤1.21), at the very start of the line (one space of padding
+// allowed before an upper-case one), and followed by a tab or a space and more text. Such
+// a record has no time: a --since/--until window drops it.
+func levelFirstHeader(line []byte) (headerLoc, bool) {
+	s := 0
+	if len(line) > 1 && line[0] == ' ' && line[1] >= 'A' && line[1] <= 'Z' {
+		s = 1
+	}
+	lvl, upper, n := levelWord(line[s:])
+	if n == 0 || !sameCase(line[s:s+n], upper) {
+		return headerLoc{}, false
+	}
+	p := s + n
+	if p >= len(line) || (line[p] != '\t' && line[p] != ' ') {
+		return headerLoc{}, false
+	}
+	tab := line[p] == '\t'
+	if s == 1 && (tab || !upper) {
+		return headerLoc{}, false
+	}
+	q := p + 1
+	if !tab {
+		for q < len(line) && line[q] == ' ' {
+			q++
+		}
+	}
+	if q >= len(line) {
+		return headerLoc{}, false
+	}
+	format := FormatTab
+	if upper && !tab {
+		format = FormatLegacy
+	}
+	return headerLoc{start: s, format: format, tsEnd: s, level: lvl, body: q, tabSep: tab}, true
+}
+
+// sameCase reports whether every letter of w has the case upper says.
+func sameCase(w []byte, upper bool) bool {
+	for _, c := range w {
+		if (c >= 'a' && c <= 'z') == upper {
+			return false
+		}
+	}
+	return true
 }
 
 // isJSONObjectStart reports whether b starts like a JSON log object: `{` then

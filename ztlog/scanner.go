@@ -1,9 +1,7 @@
 package ztlog
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -44,12 +42,30 @@ func (s *Stats) Add(o Stats) {
 	s.Malformed += o.Malformed
 }
 
-// lineReader yields lines from a stream through one bounded buffer.
+// lineReader yields lines from a stream through one fixed buffer, the line limit: memory
+// never grows with the input. A line ends at "\n", "\r\n" or a lone "\r" (old Mac
+// endings, and logs pasted through tools that write CR only); a line longer than the
+// buffer is skipped and counted. The first bytes of the stream are sniffed for content
+// that is not text (see Sniff).
 type lineReader struct {
-	br    *bufio.Reader
+	r     io.Reader
+	buf   []byte
+	start int // first unread byte
+	end   int // end of the buffered bytes
+	// nlPos is the index of the next '\n' at or after start when known (>= start), or
+	// -1 when buf[nlFrom:end] was searched and holds none: CR-only input is not rescanned.
+	nlPos  int
+	nlFrom int
+	skipLF bool // the last line ended with a '\r' at the buffer's end: a '\n' next belongs to it
+	long   bool // inside a line longer than the buffer, being skipped
+	eof    bool
+	err    error
+
+	sniffed bool
+	content Content
+
 	line  int
 	stats *Stats
-	err   error
 }
 
 func newLineReader(r io.Reader, maxLine int, st *Stats) *lineReader {
@@ -59,68 +75,126 @@ func newLineReader(r io.Reader, maxLine int, st *Stats) *lineReader {
 	if maxLine < 256 {
 		maxLine = 256
 	}
-	return &lineReader{br: bufio.NewReaderSize(r, maxLine), stats: st}
+	return &lineReader{r: r, buf: make([]byte, maxLine), stats: st, nlPos: -1}
+}
+
+// fill reads more input after the buffered bytes, moving them to the front first.
+func (lr *lineReader) fill() {
+	if lr.start > 0 {
+		lr.end = copy(lr.buf, lr.buf[lr.start:lr.end])
+		lr.start, lr.nlPos, lr.nlFrom = 0, -1, 0
+	}
+	if lr.end == len(lr.buf) || lr.eof || lr.err != nil {
+		return
+	}
+	n, err := lr.r.Read(lr.buf[lr.end:])
+	lr.end += n
+	switch {
+	case err == io.EOF:
+		lr.eof = true
+	case err != nil:
+		lr.err = err
+	}
+}
+
+// sniff fills the buffer up to sniffLen bytes (or the end of the stream) and classifies
+// them, once, before the first line is returned.
+func (lr *lineReader) sniff() {
+	lr.sniffed = true
+	want := min(sniffLen, len(lr.buf))
+	for lr.end-lr.start < want && !lr.eof && lr.err == nil {
+		lr.fill()
+	}
+	lr.content = Sniff(lr.buf[lr.start:lr.end])
+}
+
+// eol returns the offset from start of the next line ending ('\r' or '\n'), or -1.
+func (lr *lineReader) eol() int {
+	if lr.nlPos < lr.start {
+		from := max(lr.start, lr.nlFrom)
+		if j := bytes.IndexByte(lr.buf[from:lr.end], '\n'); j >= 0 {
+			lr.nlPos = from + j
+		} else {
+			lr.nlPos, lr.nlFrom = -1, lr.end
+		}
+	}
+	lim := lr.end
+	if lr.nlPos >= 0 {
+		lim = lr.nlPos
+	}
+	if j := bytes.IndexByte(lr.buf[lr.start:lim], '\r'); j >= 0 {
+		return j
+	}
+	if lr.nlPos >= 0 {
+		return lr.nlPos - lr.start
+	}
+	return -1
 }
 
 // next returns the next line without its line ending (the slice is valid until the
 // next call), or ok=false at the end of the stream or on a read error (see err).
 func (lr *lineReader) next() (line []byte, ok bool) {
+	if !lr.sniffed {
+		lr.sniff()
+	}
 	for {
-		if lr.err != nil {
-			return nil, false
+		if lr.skipLF {
+			if lr.start == lr.end && !lr.eof && lr.err == nil {
+				lr.fill()
+				continue
+			}
+			lr.skipLF = false
+			if lr.start < lr.end && lr.buf[lr.start] == '\n' {
+				lr.start++
+			}
 		}
-		b, err := lr.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
+		if i := lr.eol(); i >= 0 {
+			line = lr.buf[lr.start : lr.start+i]
+			lr.start += i + 1
+			if lr.buf[lr.start-1] == '\r' {
+				if lr.start < lr.end {
+					if lr.buf[lr.start] == '\n' {
+						lr.start++
+					}
+				} else {
+					lr.skipLF = true
+				}
+			}
+			if lr.long {
+				lr.long = false // the end of a line already counted and skipped
+				continue
+			}
 			lr.line++
 			lr.stats.LinesRead++
-			lr.stats.LongLines++
-			lr.skipRestOfLine()
-			continue
+			return line, true
 		}
-		if err != nil {
-			if err != io.EOF {
-				lr.err = err
-			} else {
-				lr.err = io.EOF
-			}
-			if len(b) == 0 {
+		if lr.eof || lr.err != nil {
+			line = lr.buf[lr.start:lr.end]
+			lr.start = lr.end
+			if len(line) == 0 || lr.long {
+				lr.long = false
 				return nil, false
 			}
+			lr.line++
+			lr.stats.LinesRead++
+			return line, true
 		}
-		lr.line++
-		lr.stats.LinesRead++
-		if n := len(b); n > 0 && b[n-1] == '\n' {
-			b = b[:n-1]
-		}
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
-		return b, true
-	}
-}
-
-func (lr *lineReader) skipRestOfLine() {
-	for {
-		_, err := lr.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil {
-			if err != io.EOF {
-				lr.err = err
-			} else {
-				lr.err = io.EOF
+		if lr.end-lr.start == len(lr.buf) {
+			// A full buffer without a line ending: skip the line, whatever its length.
+			if !lr.long {
+				lr.long = true
+				lr.line++
+				lr.stats.LinesRead++
+				lr.stats.LongLines++
 			}
+			lr.start, lr.end, lr.nlPos, lr.nlFrom = 0, 0, -1, 0
 		}
-		return
+		lr.fill()
 	}
 }
 
 // readErr returns the stream's read error, nil at a clean end.
 func (lr *lineReader) readErr() error {
-	if lr.err == nil || lr.err == io.EOF {
-		return nil
-	}
 	return lr.err
 }
 

@@ -66,6 +66,11 @@ type Implicate struct {
 	UID       []string `json:"uid,omitempty"`
 	// Pod lists fields holding "namespace/name" (e.g. a span's wl=ns/pod).
 	Pod []string `json:"pod,omitempty"`
+	// FromMessage lists what to read from the message text when the fields do not
+	// name it: "uid" (the first UUID, as in ztunnel ≤1.21's `pod WorkloadUid("…")
+	// received netns`) and "pod" (the first namespace/name word, as in istio-cni's
+	// `failed to update POD inpod: ns/name …`).
+	FromMessage []string `json:"fromMessage,omitempty"`
 }
 
 // Example is a shipped log line with what the signature must extract from it.
@@ -268,6 +273,11 @@ func (sp *SignatureSpec) validate() error {
 		}
 		if n != 1 {
 			return fmt.Errorf("condition on %q: exactly one of equals, contains, present, port", c.Field)
+		}
+	}
+	for _, m := range sp.Implicate.FromMessage {
+		if m != "uid" && m != "pod" {
+			return fmt.Errorf("implicate.fromMessage %q: want uid or pod", m)
 		}
 	}
 	if len(sp.Examples.Match) == 0 || len(sp.Examples.NoMatch) == 0 {
@@ -533,6 +543,18 @@ func (mt *matcher) build(sig *compiledSig, r *rawRecord, file string, line int) 
 			}
 		}
 	}
+	for _, m := range sp.Implicate.FromMessage {
+		switch m {
+		case "uid":
+			if s.UID == "" {
+				s.UID = uidIn(rec.Message)
+			}
+		case "pod":
+			if s.Namespace == "" && s.Workload == "" {
+				s.Namespace, s.Workload = podIn(rec.Message)
+			}
+		}
+	}
 	if sp.Detail != "" {
 		s.Detail, _ = rec.Get(sp.Detail)
 	}
@@ -566,4 +588,61 @@ func (s *Signatures) MatchLine(line string) ([]Signal, error) {
 		out = append(out, sg)
 	}
 	return out, nil
+}
+
+// uidIn returns the first UUID (8-4-4-4-12 hex digits) in s, or "".
+func uidIn(s string) string {
+	const n = 36
+	for i := 0; i+n <= len(s); i++ {
+		if isHex(s[i]) && (i == 0 || !isHex(s[i-1])) && isUUID(s[i:i+n]) && (i+n == len(s) || !isHex(s[i+n])) {
+			return s[i : i+n]
+		}
+	}
+	return ""
+}
+
+func isHex(c byte) bool { return isDigit(c) || (c|0x20 >= 'a' && c|0x20 <= 'f') }
+
+func isUUID(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch i {
+		case 8, 13, 18, 23:
+			if s[i] != '-' {
+				return false
+			}
+		default:
+			if !isHex(s[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// podIn returns the first word of s shaped like a Kubernetes namespace/name (a DNS label,
+// a slash, a DNS subdomain), trailing punctuation removed; empty strings when none.
+func podIn(s string) (namespace, name string) {
+	for _, w := range strings.Fields(s) {
+		w = strings.TrimRight(w, ":,;.)")
+		ns, n, ok := strings.Cut(w, "/")
+		if ok && isDNSLabel(ns, 63) && isDNSLabel(strings.ReplaceAll(n, ".", "-"), 253) {
+			return ns, n
+		}
+	}
+	return "", ""
+}
+
+// isDNSLabel: lower-case alphanumerics and '-', starting and ending alphanumeric.
+func isDNSLabel(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := isDigit(c) || (c >= 'a' && c <= 'z')
+		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
 }

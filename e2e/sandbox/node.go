@@ -621,12 +621,12 @@ func (n *Node) createInfraPods(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
 			Labels: map[string]string{enroll.LabelApp: enroll.AppZtunnel, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:1.28.0-distroless"}}},
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:" + ZtunnelVersion + "-distroless"}}},
 	}, {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "istio-cni-node-" + n.opt.NodeName,
 			Labels: map[string]string{enroll.LabelK8sApp: enroll.AppIstioCNI, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1), HostNetwork: true,
-			Containers: []corev1.Container{{Name: "install-cni", Image: "registry.invalid/istio/install-cni:1.28.0-distroless"}}},
+			Containers: []corev1.Container{{Name: "install-cni", Image: "registry.invalid/istio/install-cni:" + ZtunnelVersion + "-distroless"}}},
 	}}
 	for _, pod := range pods {
 		// A new namespace's default ServiceAccount appears a moment later (the

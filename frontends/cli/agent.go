@@ -19,10 +19,10 @@ import (
 func agentCommand(s Streams) *ucli.Command {
 	flags := []ucli.Flag{
 		&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name (downward API spec.nodeName)"},
-		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "the host's /proc (mounted read-only, e.g. /host/proc; the pod needs hostPID)"},
-		&ucli.StringFlag{Name: "metrics-addr", Value: ":9100", Usage: "address of /metrics, /healthz and /readyz (\"\" disables)"},
-		&ucli.DurationFlag{Name: "tick", Value: 2 * time.Second, Usage: "how often pods that changed are checked"},
-		&ucli.DurationFlag{Name: "full-recheck", Value: time.Minute, Usage: "slow re-check of every pod on the node"},
+		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "the host's /proc (a read-only hostPath mount, e.g. /host/proc; hostPID is not needed, except with --socket-backend netlink or --inspect-rules)"},
+		&ucli.StringFlag{Name: "metrics-addr", Value: ":9100", Usage: "address of /metrics, /healthz and /readyz (host:port; \"\" disables)"},
+		&ucli.DurationFlag{Name: "tick", Value: 2 * time.Second, Usage: "how often pods that changed are checked (positive)"},
+		&ucli.DurationFlag{Name: "full-recheck", Value: time.Minute, Usage: "slow re-check of every pod on the node (positive)"},
 		&ucli.DurationFlag{Name: "confirm", Value: 10 * time.Second, Usage: "flap guard before a finding is confirmed"},
 		&ucli.BoolFlag{Name: "auto-repair", Usage: "evict confirmed orphans of Ready pods (PDBs, budgets, backoff, bare-pod refusal and the node breaker apply)"},
 		&ucli.BoolFlag{Name: "repair-stuck", Usage: "with --auto-repair, also heal not-Ready orphans after --grace-period"},

@@ -15,7 +15,7 @@ func run(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	app := cli.NewApp("meshmedic", cli.BuildInfo{Version: "test"}, cli.Streams{In: strings.NewReader(stdin), Out: &out, Err: &errOut})
-	err := app.RunContext(context.Background(), append([]string{"meshmedic"}, args...))
+	err := cli.Run(context.Background(), app, append([]string{"meshmedic"}, args...))
 	return out.String(), errOut.String(), err
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -48,7 +49,7 @@ func Markdown() (string, error) {
 	w("| command | does |\n|---|---|\n")
 	for _, path := range walkCommands(app.Commands, nil) {
 		c := path[len(path)-1]
-		if c.Action == nil && len(c.Subcommands) > 0 {
+		if len(c.Subcommands) > 0 {
 			continue // a group: its subcommands are listed
 		}
 		w("| [`%s`](#%s) | %s |\n", commandLine(path), anchor(commandLine(path)), cell(c.Usage))
@@ -56,6 +57,7 @@ func Markdown() (string, error) {
 	w("\n")
 
 	writeConventions(w)
+	writeHabits(w)
 
 	w("## Commands\n\n")
 	for _, path := range walkCommands(app.Commands, nil) {
@@ -115,7 +117,8 @@ var exitCodes = []struct {
 }{
 	{0, "nothing found, or everything asked for was done (`agent`: stopped by SIGINT or SIGTERM)"},
 	{1, "the command ran to completion and found something a person must look at: findings (scan, node scan), orphan signals (logs analyze), findings left unhealed or an action that failed (repair). The error wraps `cli.ErrFindings`."},
-	{2, "usage error (unknown flag, bad value, missing `--node`, ...; a `cli.UsageError`) or runtime error (API server unreachable, RBAC denial, unreadable file or proc root). The message is printed on stderr as `meshmedic: error: ...`."},
+	{2, "usage error (unknown command or flag, bad value, missing `--node`, ...; a `cli.UsageError`), runtime error (API server unreachable, RBAC denial, unreadable file or proc root), or nothing verified (every checked pod `unknown`; `cli.ErrNothingVerified`). The message is printed on stderr as `meshmedic: error: ...`."},
+	{130, "stopped by SIGINT (Ctrl-C); 143 for SIGTERM (128 + the signal number, as shells report it). Not for `agent`, which stops gracefully and exits 0."},
 }
 
 func writeConventions(w func(string, ...any)) {
@@ -127,12 +130,56 @@ func writeConventions(w func(string, ...any)) {
 	w("\n")
 	w("- Results go to stdout; progress, notes (`note: ...`), warnings and logs go to stderr. A progress\n")
 	w("  line appears only on scans of 50 pods or more, and only when stderr is a terminal.\n")
-	w("- Kubernetes flags follow kubectl: `--kubeconfig` (or `KUBECONFIG`, a `:`-separated list),\n")
-	w("  `--context`, `-n/--namespace` (default: the kubeconfig context's namespace), `-A/--all-namespaces`,\n")
-	w("  `-o table|wide|json|yaml`. Without a kubeconfig, the in-cluster configuration is used.\n")
+	w("- Kubernetes flags follow kubectl: `--kubeconfig` (else `$KUBECONFIG`, a `:`-separated list, else\n")
+	w("  `~/.kube/config`, else the in-cluster configuration; see [cli-habits](#cli-habits)), `--context`,\n")
+	w("  `-n/--namespace` (default: the kubeconfig context's namespace), `-A/--all-namespaces`,\n")
+	w("  `-o table|wide|json|yaml`.\n")
 	w("- Durations are Go durations: `90s`, `15m`, `1h30m`.\n")
 	w("- Pods whose netns could not be read are class `unknown`: listed, never counted as healthy or as orphans,\n")
 	w("  never healed.\n\n")
+}
+
+// writeHabits is the cli-habits section: what people used to kubectl can count on. The
+// lists of checked values come from the checks themselves (validate.go).
+func writeHabits(w func(string, ...any)) {
+	w("## cli-habits\n\n")
+	w("What kubectl users can expect from every command:\n\n")
+	w("- **Flags anywhere.** Flags go before or after positional arguments (`meshmedic logs analyze zt.log -o json`,\n")
+	w("  `meshmedic scan -A -o wide` = `meshmedic scan -o wide -A`); `--` ends the flags (`meshmedic logs analyze -- -odd-name.log`).\n")
+	w("  Values are given as `-o json`, `-o=json` or `--output json`.\n")
+	w("- **kubectl's flags.** `--kubeconfig`, `--context`, `-n/--namespace`, `-A/--all-namespaces`, `-l/--selector`\n")
+	w("  (scan, repair), `-o/--output`, `--no-headers`, `--request-timeout` (`0`: none).\n")
+	w("- **Kubeconfig lookup, as kubectl.** `--kubeconfig PATH` is one file that must exist (`stat PATH: no such file or\n")
+	w("  directory` otherwise). Without it: the files listed in `$KUBECONFIG` (missing entries are skipped), else\n")
+	w("  `~/.kube/config`, and only when none of them holds a configuration, the in-cluster configuration of a pod.\n")
+	w("  A failing `exec` credential plugin (kubelogin, `aws eks get-token`, ...) is reported as such, not as an\n")
+	w("  unreachable server.\n")
+	w("- **Unknown commands** are `unknown command \"x\" for \"meshmedic\"` (exit 2).\n")
+	w("- **Bad values are refused before any API call** (exit 2): an unknown `-o`, `--strategy` or `--prober`, an\n")
+	w("  unparsable `--istio-version`, `-l` or `--metrics-addr`, a missing `--proc-root`, any negative duration, and:\n\n")
+	names := slices.Sorted(maps.Keys(positiveDurations))
+	for _, n := range names {
+		w("  - `--%s 0`: %s\n", n, positiveDurations[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(minInts)) {
+		w("  - `--%s` below %d\n", n, minInts[n])
+	}
+	w("\n")
+	w("- **Quiet success.** A scan without findings prints `No findings in N pods.` on stderr and nothing on stdout\n")
+	w("  (kubectl's `No resources found`); `-o json` always prints the object. `--no-headers` drops table headers.\n")
+	w("  Every table row is one line: line breaks and tabs inside a cell (a multi-line error) are written `\\n`, `\\t`.\n")
+	w("- **Nothing verified is not success.** When every pod a `scan`, `repair` or `node scan` checked is `unknown`, it\n")
+	w("  exits 2 and says why on stderr: neither \"all good\" nor \"findings\" would be true.\n")
+	w("- **Ctrl-C works.** SIGINT or SIGTERM ends any command within 2 s, whatever it waits on (an API call, stdin,\n")
+	w("  a pipe such as `kubectl logs -f ... | meshmedic logs analyze`, a FIFO); a second signal exits at once. The exit\n")
+	w("  code is 128 + the signal: 130 for SIGINT, 143 for SIGTERM. The agent shuts down gracefully on the first\n")
+	w("  signal and exits 0.\n")
+	w("- **Version.** `meshmedic --version`; `meshmedic version -o json` gives the version, VCS commit and dirty flag,\n")
+	w("  from the release stamp or, for `go install` builds, from the Go build info.\n")
+	w("- **Completion.** `source <(meshmedic completion bash)`, `source <(meshmedic completion zsh)`,\n")
+	w("  `meshmedic completion fish | source`: commands and flags.\n")
+	w("- **Plugin.** Installed as `kubectl-meshmedic` (`make install`, or krew with `deploy/krew/meshmedic.yaml`),\n")
+	w("  `kubectl meshmedic ...` is `meshmedic ...`.\n\n")
 }
 
 // walkCommands lists every command path, depth first, in declaration order.
@@ -178,7 +225,7 @@ func writeCommand(w func(string, ...any), path []*ucli.Command) {
 	if c.Usage != "" {
 		w("%s\n\n", cell(strings.ToUpper(c.Usage[:1])+c.Usage[1:]))
 	}
-	if c.Action == nil && len(c.Subcommands) > 0 {
+	if len(c.Subcommands) > 0 {
 		var subs []string
 		for _, s := range c.Subcommands {
 			if !s.Hidden {
@@ -476,15 +523,24 @@ var jsonFieldDocs = map[string]map[string]string{
 		"finding":     "the pod needs healing (offline: a partial capture, or with `--inspect-rules` listeners without the rules)",
 	},
 	"cli.logsOutput": {
-		"linesRead":      "lines read from all inputs",
-		"records":        "log records parsed",
-		"signals":        "orphan signals (never null)",
-		"corroborations": "lifecycle records that support a signal (never null); never findings on their own",
-		"candidates":     "implicated pods, one per IP (never null)",
-		"continuations":  "lines without a header (continuations of the previous record)",
-		"longLines":      "lines longer than the line limit, skipped",
-		"outsideWindow":  "records outside `--since`/`--until`",
-		"malformed":      "lines that looked like records but could not be parsed",
+		"linesRead":             "lines read from all inputs",
+		"records":               "log records parsed",
+		"signals":               "orphan signals (never null)",
+		"corroborations":        "lifecycle records that support a signal (never null); never findings on their own",
+		"candidates":            "implicated pods, one per IP (never null)",
+		"continuations":         "lines without a header (continuations of the previous record)",
+		"longLines":             "lines longer than the line limit, skipped",
+		"outsideWindow":         "records outside `--since`/`--until`",
+		"malformed":             "lines that looked like records but could not be parsed",
+		"signalsOmitted":        "orphan signals found beyond the bound on those listed (10,000): counted, not listed",
+		"corroborationsOmitted": "corroborations found beyond the bound: counted, not listed",
+		"candidatesOmitted":     "signals whose pod was not listed because 10,000 candidate pods already were",
+		"warnings":              "inputs that are not text (gzip or another compression, UTF-16, binary): why they gave nothing",
+	},
+	"ztlog.Warning": {
+		"file":    "input name",
+		"content": "what the input looked like: `gzip`, `zstd`, `bzip2`, `xz`, `utf-16`, `binary`",
+		"message": "the warning as printed on stderr, with what to do",
 	},
 	"cli.logsSignal": {
 		"file":      "input name (`-` for stdin)",

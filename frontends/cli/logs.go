@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,7 +28,12 @@ func logsCommand(s Streams) *ucli.Command {
 				"listener; unidentified-policy-rejection: a source's traffic bypassed ztunnel),\n" +
 				"the candidate pods they implicate, and lifecycle corroborations (which never\n" +
 				"count as findings). Candidates still need verifying against the pod's netns.\n\n" +
-				"--since/--until take an RFC 3339 time or a duration meaning \"now minus\" (15m).\n\n" +
+				"--since/--until take an RFC 3339 time or a duration meaning \"now minus\" (15m).\n" +
+				"Lines pasted without their timestamp (level first) are records too; they have no\n" +
+				"time, so a --since/--until window leaves them out. Line endings may be LF, CRLF or\n" +
+				"CR. Compressed, UTF-16 or binary input is named in a warning. Memory is bounded:\n" +
+				"the first 10,000 signals, corroborations and candidate pods are kept, the rest\n" +
+				"counted.\n\n" +
 				"Exit codes: 0 no orphan signals, 1 orphan signals found, 2 usage error or an\n" +
 				"unreadable file.",
 			Flags: []ucli.Flag{
@@ -37,6 +41,8 @@ func logsCommand(s Streams) *ucli.Command {
 				&ucli.StringFlag{Name: "since", Usage: "only records at or after this time (RFC 3339, or a duration like 15m meaning now minus 15m)"},
 				&ucli.StringFlag{Name: "until", Usage: "only records at or before this time (RFC 3339, or a duration meaning now minus it)"},
 				&ucli.IntFlag{Name: "max-line-bytes", Value: ztlog.DefaultMaxLineBytes, Usage: "longer lines are skipped and counted (bounds memory)", Hidden: true},
+				&ucli.IntFlag{Name: "max-signals", Value: ztlog.DefaultMaxSignals, Usage: "signals, corroborations and candidate pods kept (the rest are counted; bounds memory)", Hidden: true},
+				noHeadersFlag(),
 			},
 			Action: func(c *ucli.Context) error { return runLogsAnalyze(c, s, time.Now()) },
 		}},
@@ -81,6 +87,11 @@ type logsOutput struct {
 	LongLines      int             `json:"longLines"`
 	OutsideWindow  int             `json:"outsideWindow"`
 	Malformed      int             `json:"malformed"`
+	// Counts beyond the bound on what is kept (--max-signals).
+	SignalsOmitted        int             `json:"signalsOmitted,omitempty"`
+	CorroborationsOmitted int             `json:"corroborationsOmitted,omitempty"`
+	CandidatesOmitted     int             `json:"candidatesOmitted,omitempty"`
+	Warnings              []ztlog.Warning `json:"warnings,omitempty"`
 }
 
 // logsTimeBound parses a --since/--until value: an RFC 3339 time, or a duration that
@@ -124,43 +135,29 @@ func runLogsAnalyze(c *ucli.Context, s Streams, now time.Time) error {
 	}
 	// Open every file before reading any, so an unreadable one fails the run before
 	// anything is printed.
-	type input struct {
-		name string
-		r    io.Reader
-		f    *os.File
-	}
 	inputs := make([]input, 0, len(paths))
 	defer func() {
 		for _, in := range inputs {
-			if in.f != nil {
-				in.f.Close()
+			if in.c != nil {
+				in.c.Close()
 			}
 		}
 	}()
 	for _, p := range paths {
-		if p == "-" {
-			in := s.In
-			if in == nil {
-				in = strings.NewReader("")
-			}
-			inputs = append(inputs, input{name: "-", r: in})
-			continue
-		}
-		f, err := os.Open(p)
+		in, err := openInput(c.Context, p, s.In)
 		if err != nil {
 			return fmt.Errorf("logs analyze: %w", err)
 		}
-		if st, err := f.Stat(); err == nil && st.IsDir() {
-			f.Close()
-			return fmt.Errorf("logs analyze: %s: is a directory", p)
-		}
-		inputs = append(inputs, input{name: p, r: f, f: f})
+		inputs = append(inputs, in)
 	}
-	a, err := ztlog.NewAnalyzer(ztlog.WithWindow(since, until), ztlog.WithMaxLineBytes(c.Int("max-line-bytes")))
+	if c.Int("max-signals") < 1 {
+		return usagef("--max-signals %d: must be at least 1", c.Int("max-signals"))
+	}
+	a, err := ztlog.NewAnalyzer(ztlog.WithWindow(since, until), ztlog.WithMaxLineBytes(c.Int("max-line-bytes")), ztlog.WithMaxSignals(c.Int("max-signals")))
 	if err != nil {
 		return err
 	}
-	total := &ztlog.Result{}
+	total := &ztlog.Result{MaxSignals: c.Int("max-signals")}
 	for _, in := range inputs {
 		res, err := a.Analyze(c.Context, in.name, in.r)
 		if err != nil {
@@ -172,14 +169,20 @@ func runLogsAnalyze(c *ucli.Context, s Streams, now time.Time) error {
 	if total.LongLines > 0 {
 		fmt.Fprintf(s.Err, "warning: skipped %d line(s) longer than %d bytes\n", total.LongLines, c.Int("max-line-bytes"))
 	}
+	for _, w := range total.Warnings {
+		fmt.Fprintf(s.Err, "warning: %s\n", w.Message)
+	}
+	if n := total.SignalsOmitted + total.CorroborationsOmitted + total.CandidatesOmitted(); n > 0 {
+		fmt.Fprintf(s.Err, "note: more than %d signals, corroborations or candidate pods: the first are listed, the rest counted (see the summary)\n", c.Int("max-signals"))
+	}
 	if format == "json" {
 		if err := writeLogsJSON(s.Out, total, cands); err != nil {
 			return err
 		}
-	} else if err := writeLogsTable(s.Out, total, cands); err != nil {
+	} else if err := writeLogsTable(s.Out, c.Bool("no-headers"), total, cands); err != nil {
 		return err
 	}
-	if n := len(total.Signals); n > 0 {
+	if n := total.TotalSignals(); n > 0 {
 		return fmt.Errorf("%d orphan signal(s) implicating %d candidate pod(s): %w", n, len(cands), ErrFindings)
 	}
 	return nil
@@ -215,6 +218,11 @@ func writeLogsJSON(w io.Writer, res *ztlog.Result, cands []ztlog.Candidate) erro
 		LongLines:      res.LongLines,
 		OutsideWindow:  res.OutsideWindow,
 		Malformed:      res.Malformed,
+
+		SignalsOmitted:        res.SignalsOmitted,
+		CorroborationsOmitted: res.CorroborationsOmitted,
+		CandidatesOmitted:     res.CandidatesOmitted(),
+		Warnings:              res.Warnings,
 	}
 	for _, c := range cands {
 		out.Candidates = append(out.Candidates, logsCandidate{
@@ -234,17 +242,27 @@ func logsDash(s string) string {
 	return s
 }
 
-func writeLogsTable(w io.Writer, res *ztlog.Result, cands []ztlog.Candidate) error {
+func writeLogsTable(w io.Writer, noHeaders bool, res *ztlog.Result, cands []ztlog.Candidate) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
+	row := func(cols ...string) {
+		for i := range cols {
+			cols[i] = oneLine(cols[i])
+		}
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	}
+	header := func(cols ...string) {
+		if !noHeaders {
+			row(cols...)
+		}
+	}
 	if len(res.Signals) > 0 {
-		row("CANDIDATE IP", "NAMESPACE", "WORKLOAD", "SIGNALS", "FIRST SEEN", "LAST SEEN", "KINDS")
+		header("CANDIDATE IP", "NAMESPACE", "WORKLOAD", "SIGNALS", "FIRST SEEN", "LAST SEEN", "KINDS")
 		for _, c := range cands {
 			row(c.IP, logsDash(c.Namespace), logsDash(c.Workload), fmt.Sprint(c.Count),
 				logsDash(logsTime(c.FirstSeen)), logsDash(logsTime(c.LastSeen)), strings.Join(c.Kinds, ","))
 		}
 		row()
-		row("FILE:LINE", "TIME", "KIND", "SIDE", "IP", "NAMESPACE", "WORKLOAD", "DETAIL")
+		header("FILE:LINE", "TIME", "KIND", "SIDE", "IP", "NAMESPACE", "WORKLOAD", "DETAIL")
 		for _, s := range res.Signals {
 			row(fmt.Sprintf("%s:%d", s.File, s.Line), logsDash(logsTime(s.Time)), s.Kind, string(s.Side),
 				logsDash(s.IP), logsDash(s.Namespace), logsDash(s.Workload), s.Detail)
@@ -254,7 +272,7 @@ func writeLogsTable(w io.Writer, res *ztlog.Result, cands []ztlog.Candidate) err
 		if len(res.Signals) > 0 {
 			row()
 		}
-		row("FILE:LINE", "TIME", "CORROBORATION", "NAMESPACE", "WORKLOAD", "UID")
+		header("FILE:LINE", "TIME", "CORROBORATION", "NAMESPACE", "WORKLOAD", "UID")
 		for _, s := range res.Corroborations {
 			row(fmt.Sprintf("%s:%d", s.File, s.Line), logsDash(logsTime(s.Time)), s.Kind,
 				logsDash(s.Namespace), logsDash(s.Workload), logsDash(s.UID))
@@ -267,11 +285,13 @@ func writeLogsTable(w io.Writer, res *ztlog.Result, cands []ztlog.Candidate) err
 		fmt.Fprintln(w)
 	}
 	summary := fmt.Sprintf("%d orphan signal(s), %d candidate pod(s), %d corroboration(s) in %d line(s) (%d records, %d continuation line(s)",
-		len(res.Signals), len(cands), len(res.Corroborations), res.LinesRead, res.Records, res.Continuations)
+		res.TotalSignals(), len(cands), len(res.Corroborations)+res.CorroborationsOmitted, res.LinesRead, res.Records, res.Continuations)
 	for _, extra := range []struct {
 		n    int
 		what string
-	}{{res.OutsideWindow, "outside --since/--until"}, {res.LongLines, "too long, skipped"}, {res.Malformed, "malformed"}} {
+	}{{res.OutsideWindow, "outside --since/--until"}, {res.LongLines, "too long, skipped"}, {res.Malformed, "malformed"},
+		{res.SignalsOmitted, "signal(s) not listed"}, {res.CorroborationsOmitted, "corroboration(s) not listed"},
+		{res.CandidatesOmitted(), "signal(s) for candidate pods not listed"}} {
 		if extra.n > 0 {
 			summary += fmt.Sprintf(", %d %s", extra.n, extra.what)
 		}

@@ -3,9 +3,11 @@ package cli
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/meshmedic/meshmedic/detect"
 	"github.com/meshmedic/meshmedic/netns"
 )
 
@@ -28,6 +30,7 @@ func nodeCommand(s Streams) *ucli.Command {
 				&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "this node's name in the API (required without --offline)"},
 				&ucli.BoolFlag{Name: "inspect-rules", Usage: "also read istio-cni's in-pod routing rules (rtnetlink inside each pod's netns; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE): tells bypass (listeners, no redirection) and blackhole (redirection, no listeners) apart"},
 				outputFlag(),
+				noHeadersFlag(),
 			}, append(kubeFlags(), istioFlags()...)...),
 			Action: func(c *ucli.Context) error { return runNodeScan(c, s) },
 		}},
@@ -107,7 +110,10 @@ func runNodeScan(c *ucli.Context, s Streams) error {
 	for _, p := range rep.Problems {
 		out.Problems = append(out.Problems, p.Error())
 	}
-	if err := renderNodeScan(s, format, out, !c.Bool("offline"), inspectRules); err != nil {
+	if err := renderNodeScan(s, format, c.Bool("no-headers"), out, !c.Bool("offline"), inspectRules); err != nil {
+		return err
+	}
+	if err := nodeNothingVerified(out); err != nil {
 		return err
 	}
 	findings, unknown := 0, 0
@@ -155,7 +161,7 @@ func nodeScanRow(p netns.PodNetns) nodeScanPod {
 	return r
 }
 
-func renderNodeScan(s Streams, format string, out nodeScanOutput, joined, rules bool) error {
+func renderNodeScan(s Streams, format string, noHeaders bool, out nodeScanOutput, joined, rules bool) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
 	}
@@ -169,7 +175,10 @@ func renderNodeScan(s Streams, format string, out nodeScanOutput, joined, rules 
 	if rules {
 		head = append(head, "RULES")
 	}
-	t := newTable(s.Out, head...)
+	if format == outWide {
+		head = append(head, "ERROR")
+	}
+	t := newTable(s.Out, head...).noHeaders(noHeaders)
 	for _, p := range out.Pods {
 		cols := []string{string(p.Capture), joinPorts(p.Listeners), pidCol(p.PID), netnsCol(p.Netns)}
 		if rules {
@@ -180,13 +189,16 @@ func renderNodeScan(s Streams, format string, out nodeScanOutput, joined, rules 
 		} else {
 			cols = append([]string{p.UID}, cols...)
 		}
-		if format == outWide && p.Error != "" {
-			cols = append(cols, p.Error)
+		if format == outWide {
+			cols = append(cols, dash(p.Error))
 		}
 		t.row(cols...)
 	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if len(out.Pods) == 0 {
+		fmt.Fprintln(s.Err, "No pod sandboxes found under the proc root.")
 	}
 	for _, p := range out.Problems {
 		fmt.Fprintf(s.Err, "warning: %s\n", p)
@@ -206,4 +218,34 @@ func netnsCol(n uint64) string {
 		return "-"
 	}
 	return strconv.FormatUint(n, 10)
+}
+
+// nodeNothingVerified is nothingVerified over node scan's rows: joined, by detect's class;
+// offline, by the capture of every pod that is not on the host network.
+func nodeNothingVerified(out nodeScanOutput) error {
+	classes := make([]detect.Class, 0, len(out.Pods))
+	why := ""
+	for _, p := range out.Pods {
+		c := detect.Class(p.Class)
+		if p.Class == "" { // offline
+			switch netns.Capture(p.Capture) {
+			case netns.CaptureHostNetwork:
+				c = detect.ClassSkipped
+			case netns.CaptureUnknown:
+				c = detect.ClassUnknown
+			default:
+				c = detect.ClassCaptured // read, whatever it showed
+			}
+		}
+		if c == detect.ClassUnknown && why == "" && p.Error != "" {
+			why = p.Error
+			if p.Name != "" && !strings.Contains(why, p.Name) {
+				why = p.Namespace + "/" + p.Name + ": " + why
+			} else if p.Name == "" && !strings.Contains(why, p.UID) {
+				why = "pod " + p.UID + ": " + why
+			}
+		}
+		classes = append(classes, c)
+	}
+	return nothingVerified(classes, why)
 }

@@ -32,14 +32,14 @@ func istioFlags() []ucli.Flag {
 func istioSettings(ctx context.Context, cs kubernetes.Interface, istioNS, version string, w io.Writer) (enroll.Settings, error) {
 	settings := enroll.DefaultSettings()
 	settings.SystemNamespace = istioNS
-	cm, err := cs.CoreV1().ConfigMaps(istioNS).Get(ctx, "istio-cni-config", metav1.GetOptions{})
+	cm, err := cs.CoreV1().ConfigMaps(istioNS).Get(ctx, enroll.ConfigMapName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		if settings, err = enroll.SettingsFromConfigMap(cm.Data, settings); err != nil {
-			return settings, fmt.Errorf("ConfigMap %s/istio-cni-config: %w", istioNS, err)
+			return settings, fmt.Errorf("ConfigMap %s/%s: %w", istioNS, enroll.ConfigMapName, err)
 		}
 	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
-		fmt.Fprintf(w, "note: ConfigMap %s/istio-cni-config not readable (%s); judging with Istio's defaults\n", istioNS, apierrors.ReasonForError(err))
+		fmt.Fprintf(w, "note: ConfigMap %s/%s not readable (%s); judging with Istio's defaults\n", istioNS, enroll.ConfigMapName, apierrors.ReasonForError(err))
 	default:
 		return settings, explainAPIError(ctx, err, "get", "configmaps", istioNS)
 	}

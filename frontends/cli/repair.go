@@ -25,7 +25,7 @@ func repairCommand(s Streams) *ucli.Command {
 		&ucli.IntFlag{Name: "max-actions", Value: b.PerRun, Usage: "at most this many pods acted on in this run (0: none, negative: unlimited)"},
 		&ucli.IntFlag{Name: "max-per-node", Value: b.PerNode, Usage: "at most this many per node in this run (0: none, negative: unlimited)"},
 		&ucli.IntFlag{Name: "max-per-namespace", Value: b.PerNamespace, Usage: "at most this many per namespace in this run (0: none, negative: unlimited)"},
-		&ucli.DurationFlag{Name: "eviction-timeout", Value: 2 * time.Minute, Usage: "how long to wait for an evicted pod to be gone"},
+		&ucli.DurationFlag{Name: "eviction-timeout", Value: 2 * time.Minute, Usage: "how long to wait for an evicted pod to be gone (positive)"},
 	)
 	flags = append(flags, healFlags()...)
 	return &ucli.Command{
@@ -92,6 +92,10 @@ func runRepair(c *ucli.Context, s Streams) error {
 	}
 	dry := !c.Bool("yes")
 	out := repairOutput{Checked: rep.Checked, DryRun: dry, Findings: []detect.Finding{}, Actions: []heal.Action{}}
+	if err := nothingVerifiedIn(rep); err != nil {
+		_ = renderRepair(s, format, c.Bool("no-headers"), out)
+		return err
+	}
 	for _, f := range rep.Findings {
 		if f.Actionable() {
 			out.Findings = append(out.Findings, f)
@@ -105,7 +109,7 @@ func runRepair(c *ucli.Context, s Streams) error {
 			return err
 		}
 	}
-	if err := renderRepair(s, format, out); err != nil {
+	if err := renderRepair(s, format, c.Bool("no-headers"), out); err != nil {
 		return err
 	}
 	left := len(out.Findings)
@@ -129,7 +133,7 @@ func planAndHeal(c *ucli.Context, s Streams, setup *scanSetup, strategy heal.Str
 	healer := heal.NewHealer(strategy,
 		heal.WithDryRun(dry),
 		heal.WithAllowBarePods(c.Bool("allow-bare-pods")),
-		heal.WithBudget(heal.Budget{PerRun: c.Int("max-actions"), PerNode: c.Int("max-per-node"), PerNamespace: c.Int("max-per-namespace")}),
+		heal.WithBudget(budgetFromFlags(c)),
 		heal.WithEvents(heal.NewEventSink(setup.cs.CoreV1(), "meshmedic", heal.EventSinkInstance(holder))),
 		heal.WithLedger(leaseLedger(c, setup.cs, holder)),
 		heal.WithLimits(limits),
@@ -201,21 +205,25 @@ func newStrategy(c *ucli.Context, setup *scanSetup) (heal.Strategy, error) {
 	}
 }
 
-func renderRepair(s Streams, format string, out repairOutput) error {
+func renderRepair(s Streams, format string, noHeaders bool, out repairOutput) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
 	}
 	if out.DryRun {
 		fmt.Fprintln(s.Err, "dry run (server-side): nothing was changed; add --yes to act")
 	}
-	t := newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "STRATEGY", "RESULT", "DETAIL")
+	t := newTable(s.Out, "NAMESPACE", "NAME", "CLASS", "STRATEGY", "RESULT", "DETAIL").noHeaders(noHeaders)
 	for _, a := range out.Actions {
 		t.row(a.Namespace, a.Name, dash(string(a.Class)), a.Strategy, string(a.Result), dash(a.Detail))
 	}
 	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.Err, "%d pod(s) checked, %d finding(s), %d action(s)\n", out.Checked, len(out.Findings), len(out.Actions))
+	if len(out.Findings) == 0 && len(out.Actions) == 0 {
+		fmt.Fprintf(s.Err, "No findings in %s.\n", pods(out.Checked))
+	} else {
+		fmt.Fprintf(s.Err, "%d pod(s) checked, %d finding(s), %d action(s)\n", out.Checked, len(out.Findings), len(out.Actions))
+	}
 	for _, v := range out.Nodes {
 		if v.Mode != heal.NodeHeal {
 			fmt.Fprintf(s.Err, "node %s: %s: %s\n", v.Node, v.Mode, v.Reason)

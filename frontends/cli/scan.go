@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -31,14 +32,16 @@ const (
 func scanFlags() []ucli.Flag {
 	flags := []ucli.Flag{
 		outputFlag(),
+		noHeadersFlag(),
+		&ucli.StringFlag{Name: "selector", Aliases: []string{"l"}, Usage: "only pods matching this label selector (kubectl syntax: app=web,tier!=db, env in (a,b))"},
 		&ucli.StringFlag{Name: "prober", Value: proberAuto, Usage: "how to read pods' sockets: auto (= exec), exec (cat /proc/net/tcp6 in the pod), node-local (this machine is the node: read --proc-root), agent (the condition published by meshmedic agents)"},
 		&ucli.StringFlag{Name: "proc-root", Value: "/proc", Usage: "proc root for --prober node-local"},
 		&ucli.StringFlag{Name: "node", EnvVars: []string{"NODE_NAME"}, Usage: "only pods on this node (required with --prober node-local)"},
 		&ucli.BoolFlag{Name: "allow-ephemeral", Usage: "for pods without cat (distroless), add an ephemeral debug container to read /proc/net/tcp6. Ephemeral containers can NEVER be removed from a pod: it stays until the pod is deleted"},
-		&ucli.StringFlag{Name: "ephemeral-image", Value: "busybox:1.36", Usage: "image of the ephemeral probe container"},
-		&ucli.IntFlag{Name: "concurrency", Value: 16, Usage: "pods probed at once"},
-		&ucli.DurationFlag{Name: "probe-timeout", Value: 20 * time.Second, Usage: "timeout of one pod's probe"},
-		&ucli.DurationFlag{Name: "confirm", Value: 10 * time.Second, Usage: "flap guard: re-probe findings after this delay and report only those that hold (0 disables)"},
+		&ucli.StringFlag{Name: "ephemeral-image", Value: detect.DefaultEphemeralImage, Usage: "image of the ephemeral probe container"},
+		&ucli.IntFlag{Name: "concurrency", Value: detect.DefaultConcurrency, Usage: "pods probed at once (at least 1)"},
+		&ucli.DurationFlag{Name: "probe-timeout", Value: detect.DefaultProbeTimeout, Usage: "timeout of one pod's probe (positive)"},
+		&ucli.DurationFlag{Name: "confirm", Value: detect.DefaultConfirmDelay, Usage: "flap guard: re-probe findings after this delay and report only those that hold (0 disables)"},
 		&ucli.BoolFlag{Name: "behavioral", Usage: "probe only pods implicated by ztunnel logs (see --since)"},
 		&ucli.DurationFlag{Name: "since", Value: 15 * time.Minute, Usage: "with --behavioral: how much ztunnel log to read"},
 		&ucli.BoolFlag{Name: "all", Usage: "list every checked pod, not only findings"},
@@ -79,6 +82,7 @@ type scanSetup struct {
 	engine    *detect.Engine
 	source    *detect.APISource
 	namespace string
+	selector  labels.Selector
 }
 
 // newScanSetup turns flags into a detect.Engine; shared by scan and repair.
@@ -124,7 +128,14 @@ func newScanSetup(c *ucli.Context, s Streams) (*scanSetup, error) {
 	if err != nil {
 		return nil, err
 	}
+	selector, err := parseSelector(c.String("selector"))
+	if err != nil {
+		return nil, err
+	}
 	var srcOpts []detect.SourceOption
+	if !selector.Empty() {
+		srcOpts = append(srcOpts, detect.WithLabelSelector(selector.String()))
+	}
 	node := c.String("node")
 	if node != "" {
 		srcOpts = append(srcOpts, detect.WithFieldSelector("spec.nodeName="+node))
@@ -147,7 +158,7 @@ func newScanSetup(c *ucli.Context, s Streams) (*scanSetup, error) {
 	if p := progress(s); p != nil {
 		opts = append(opts, detect.WithOnProgress(p))
 	}
-	return &scanSetup{cs: cs, cfg: cfg, engine: detect.New(source, source, prober, opts...), source: source, namespace: ns}, nil
+	return &scanSetup{cs: cs, cfg: cfg, engine: detect.New(source, source, prober, opts...), source: source, namespace: ns, selector: selector}, nil
 }
 
 func newProber(c *ucli.Context, cfg *rest.Config, cs kubernetes.Interface, node string) (detect.Prober, error) {
@@ -232,7 +243,10 @@ func runScan(c *ucli.Context, s Streams) error {
 	for _, e := range rep.Errors {
 		out.Errors = append(out.Errors, e.Error())
 	}
-	if err := renderScan(s, format, out); err != nil {
+	if err := renderScan(s, format, c.Bool("no-headers"), out); err != nil {
+		return err
+	}
+	if err := nothingVerifiedIn(rep); err != nil {
 		return err
 	}
 	if unknown > 0 {
@@ -262,7 +276,7 @@ func runDetection(ctx context.Context, c *ucli.Context, setup *scanSetup) (detec
 		if err != nil {
 			return rep, nil, err
 		}
-		rep, err = setup.engine.ScanPods(ctx, filterNamespace(pods, setup.namespace))
+		rep, err = setup.engine.ScanPods(ctx, filterPods(pods, setup.namespace, setup.selector))
 	} else {
 		rep, err = setup.engine.Scan(ctx, setup.namespace)
 	}
@@ -283,7 +297,7 @@ func explainScanError(ctx context.Context, err error, namespace string) error {
 	return explainAPIError(ctx, err, "list", "pods", namespace)
 }
 
-func renderScan(s Streams, format string, out scanOutput) error {
+func renderScan(s Streams, format string, noHeaders bool, out scanOutput) error {
 	if format == outJSON || format == outYAML {
 		return writeStructured(s.Out, format, out)
 	}
@@ -291,7 +305,7 @@ func renderScan(s Streams, format string, out scanOutput) error {
 	if format == outWide {
 		headers = append(headers, "IP", "CONFIRMED", "DETAIL")
 	}
-	t := newTable(s.Out, headers...)
+	t := newTable(s.Out, headers...).noHeaders(noHeaders)
 	for _, f := range out.Findings {
 		cols := []string{f.Namespace, f.Name, string(f.Class), fmt.Sprint(f.Ready), joinPorts(f.Expected), joinPorts(f.Present), dash(f.Node)}
 		if format == outWide {
@@ -306,20 +320,24 @@ func renderScan(s Streams, format string, out scanOutput) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.Err, "%d pod(s) checked, %d listed\n", out.Checked, len(out.Findings))
+	if len(out.Findings) == 0 {
+		// kubectl's "No resources found": a sentence on stderr, stdout stays empty.
+		fmt.Fprintf(s.Err, "No findings in %s.\n", pods(out.Checked))
+	} else {
+		fmt.Fprintf(s.Err, "%d pod(s) checked, %d listed\n", out.Checked, len(out.Findings))
+	}
 	for _, e := range out.Errors {
 		fmt.Fprintf(s.Err, "warning: %s\n", e)
 	}
 	return nil
 }
 
-func filterNamespace(pods []corev1.Pod, ns string) []corev1.Pod {
-	if ns == "" {
-		return pods
-	}
+// filterPods keeps the --behavioral candidates inside the scan's scope: the namespace
+// ("" for all) and the label selector.
+func filterPods(pods []corev1.Pod, ns string, sel labels.Selector) []corev1.Pod {
 	out := pods[:0:0]
 	for _, p := range pods {
-		if p.Namespace == ns {
+		if (ns == "" || p.Namespace == ns) && (sel == nil || sel.Matches(labels.Set(p.Labels))) {
 			out = append(out, p)
 		}
 	}

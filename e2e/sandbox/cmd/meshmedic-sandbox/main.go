@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshmedic/meshmedic/e2e/controlplane"
 	"github.com/meshmedic/meshmedic/e2e/sandbox"
+	"github.com/meshmedic/meshmedic/enroll"
 	"github.com/meshmedic/meshmedic/internal/podsim"
 )
 
@@ -107,6 +108,12 @@ func up(state string, faults bool) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, node.Stop()) }()
+	// A real install has istio-cni's ConfigMap: without it the first screen of the demo
+	// would be a note that it is not readable.
+	logf("creating istio-cni's ConfigMap %s/%s as the chart renders it", "istio-system", enroll.ConfigMapName)
+	if err := sandbox.CreateIstioCNIConfig(ctx, cs); err != nil {
+		return err
+	}
 	logf("creating workloads")
 	if err := sandbox.CreateWorkloads(ctx, cs, sandbox.DemoNamespaces, sandbox.DemoWorkloads); err != nil {
 		return err
