@@ -64,6 +64,7 @@ func startAgent(ctx context.Context, t testing.TB, e *env, run agentRun) (metric
 	kubeconfig := run.kubeconfig
 	if kubeconfig == "" {
 		kubeconfig = e.cp.KubeconfigPath
+		ensureMeshmedicNS(ctx, t, e) // the deploy scenarios delete it when they end
 	}
 	bin := e.bin
 	var argv []string
@@ -118,6 +119,23 @@ func startAgent(ctx context.Context, t testing.TB, e *env, run agentRun) (metric
 		return resp.StatusCode == http.StatusOK, nil
 	}), "agent never became ready:\n%s", lw.String())
 	return metricsURL, lw, cmd.Process
+}
+
+// ensureMeshmedicNS makes meshmedic's namespace (the heal ledger's and the heartbeats') exist,
+// waiting out a deletion a deploy scenario started.
+func ensureMeshmedicNS(ctx context.Context, t testing.TB, e *env) {
+	t.Helper()
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		ns, err := e.cs.CoreV1().Namespaces().Get(ctx, meshmedicNS, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = e.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshmedicNS}}, metav1.CreateOptions{})
+			return err == nil, nil
+		case err != nil:
+			return false, nil
+		}
+		return ns.DeletionTimestamp == nil, nil
+	}), "namespace %s", meshmedicNS)
 }
 
 func copyFile(t testing.TB, from, to string, mode os.FileMode) {
