@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -46,9 +47,12 @@ func freePort(t testing.TB) int {
 type agentRun struct {
 	// kubeconfig to use; "" = the sandbox admin's.
 	kubeconfig string
-	// capFree runs the agent as the DaemonSet of deploy/ does: uid 65532, no capabilities
-	// at all (setpriv), no new privileges.
+	// capFree runs the agent as the DaemonSet of deploy/ does: a non-root uid (uid, or
+	// 65532), no capabilities at all (setpriv), no new privileges.
 	capFree bool
+	uid     int
+	// node is the node the agent runs for; "" = the sandbox's node.
+	node string
 	// defaults keeps the agent's own --tick, --full-recheck and --confirm instead of the
 	// scenarios' fast ones.
 	defaults bool
@@ -81,12 +85,13 @@ func startAgent(ctx context.Context, t testing.TB, e *env, run agentRun) (metric
 		kubeconfig = kc
 		setpriv, err := exec.LookPath("setpriv")
 		require.NoError(t, err, "setpriv (util-linux) runs the agent without capabilities")
-		argv = []string{setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
+		uid := strconv.Itoa(cmp.Or(run.uid, 65532))
+		argv = []string{setpriv, "--reuid=" + uid, "--regid=" + uid, "--clear-groups",
 			"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", bin}
 	} else {
 		argv = []string{bin}
 	}
-	argv = append(argv, "agent", "--node", e.node.Name(), "--proc-root", "/proc", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port),
+	argv = append(argv, "agent", "--node", cmp.Or(run.node, e.node.Name()), "--proc-root", "/proc", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port),
 		"--kubeconfig", kubeconfig)
 	if !run.defaults {
 		argv = append(argv, "--tick", "500ms", "--full-recheck", "3s", "--confirm", "1s")

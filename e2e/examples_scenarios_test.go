@@ -65,6 +65,7 @@ func logLines(t *testing.T, stderr, msg string) []map[string]any {
 // scenarioExamples: examples/oneshot and examples/controller, built with `go build` as a
 // user would, run against the sandbox with the node-local prober (this machine is the node).
 func scenarioExamples(ctx context.Context, t *testing.T, e *env) {
+	ensureMeshmedicNS(ctx, t, e) // the controller keeps its heal ledger there
 	dir := t.TempDir()
 	oneshot := buildExample(ctx, t, dir, "oneshot")
 	controller := buildExample(ctx, t, dir, "controller")

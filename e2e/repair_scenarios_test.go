@@ -114,8 +114,11 @@ func scenarioRepair(ctx context.Context, t *testing.T, e *env) {
 		require.NoError(t, e.node.Flush(ns, pods[1].Name))
 		t.Cleanup(func() { _ = e.node.Recapture(ns, pods[1].Name) })
 
+		// A ledger of its own: reboot-orphan just healed a replica of this ReplicaSet, and
+		// the shared ledger's backoff would (rightly) hold the sibling back.
+		lns := ledgerNamespace(ctx, t, e, "mm-pdb")
 		start := time.Now()
-		out, res := repair(ctx, t, e, "-n", ns, "--yes")
+		out, res := repair(ctx, t, e, "-n", ns, "--yes", "--meshmedic-namespace", lns)
 		assert.Equal(t, 1, res.Code, "blocked: the finding stays")
 		require.Len(t, out.Actions, 1, res.Stdout)
 		assert.Equal(t, "blocked-by-pdb", out.Actions[0].Result)
@@ -125,7 +128,7 @@ func scenarioRepair(ctx context.Context, t *testing.T, e *env) {
 		assert.Equal(t, pods[1].UID, got.UID, "not evicted")
 		assert.True(t, hasEvent(ctx, t, e, ns, pods[1].Name, heal.ReasonBlockedByPDB))
 		// The dry run gets the same, real PDB answer.
-		out, _ = repair(ctx, t, e, "-n", ns)
+		out, _ = repair(ctx, t, e, "-n", ns, "--meshmedic-namespace", lns)
 		require.Len(t, out.Actions, 1)
 		assert.Equal(t, "blocked-by-pdb", out.Actions[0].Result)
 	})

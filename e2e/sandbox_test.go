@@ -97,6 +97,7 @@ func TestSandbox(t *testing.T) {
 	t.Run("examples", func(t *testing.T) { scenarioExamples(ctx, t, e) })
 	t.Run("deploy-manifests", func(t *testing.T) { scenarioDeployManifests(ctx, t, e) })
 	t.Run("rules-inspection", func(t *testing.T) { scenarioRulesInspection(ctx, t, e) })
+	t.Run("safety", func(t *testing.T) { scenarioSafety(ctx, t, e) })
 	habitScenarios(ctx, t, e) // cli-habits, demo-istio-cni-config, hostpid-not-needed
 }
 

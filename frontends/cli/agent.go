@@ -77,7 +77,13 @@ func agentCommand(s Streams) *ucli.Command {
 					return err
 				}
 			}
-			cs, err := clientset(c)
+			cfg, err := restConfig(c)
+			if err != nil {
+				return err
+			}
+			apiCounter := agent.NewAPICounter() // meshmedic_api_requests_total: what the agent costs the API server
+			cfg.Wrap(apiCounter.Wrap)
+			cs, err := newClientset(cfg)
 			if err != nil {
 				return err
 			}
@@ -101,6 +107,7 @@ func agentCommand(s Streams) *ucli.Command {
 			if err != nil {
 				return err
 			}
+			a.Registry().MustRegister(apiCounter)
 			return a.Run(c.Context)
 		},
 	}
