@@ -39,6 +39,10 @@ type Options struct {
 	// which repair's node circuit breaker reads to know the node's ztunnel is Ready.
 	NoZtunnelPod bool
 	Log          io.Writer // progress lines; nil = silent
+	// RealCNI, when set, replaces the simulated istio-cni and ztunnel with the real istio-cni
+	// and the ZDS stand-in, and pods get their network from a real CNI chain (realcni.go).
+	// DNS and NoCapture do not apply then (istio-cni-config decides).
+	RealCNI *RealCNIOptions
 }
 
 // Node is a simulated node. Its methods are safe for concurrent use.
@@ -54,6 +58,14 @@ type Node struct {
 	nextIP netip.Addr
 	err    error // first background error
 	nsLis  func(name string) (*corev1.Namespace, error)
+
+	// Real-CNI mode only (nil otherwise).
+	real *RealCNI
+	// kubelet serialises the kubelet role's work on pods (the reconcile loop and the
+	// sandbox operations tests call).
+	kubelet  sync.Mutex
+	queue    chan types.UID
+	podStore cache.Store
 }
 
 type simPod struct {
@@ -62,6 +74,13 @@ type simPod struct {
 	pod      *podsim.Pod
 	ip       netip.Addr
 	captured bool
+
+	// Real-CNI mode: the sandbox's network from the CNI chain.
+	net        *sandboxNetwork
+	generation int // sandbox (re-)creations, for CNI container IDs
+	addBackoff time.Duration
+	holdStatus bool // the kubelet has not posted this sandbox's status yet
+	dead       bool // KillSandbox: no sandbox until RecreateSandbox
 }
 
 // StartNode registers the node with the API server, starts watching pods bound to it and
@@ -94,6 +113,7 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 	n.nsLis = nsLister.Get
 	queue := make(chan types.UID, 4096)
 	podStore := podInf.GetStore()
+	n.queue, n.podStore = queue, podStore
 	enqueue := func(obj any) {
 		if p, ok := obj.(*corev1.Pod); ok {
 			select {
@@ -111,6 +131,11 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 				o = d.Obj
 			}
 			if p, ok := o.(*corev1.Pod); ok {
+				if opt.RealCNI != nil {
+					// The runtime's DEL must not race the kubelet's ADD: go through the queue.
+					enqueue(p)
+					return
+				}
 				n.teardown(p.UID)
 			}
 		},
@@ -127,9 +152,24 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 		}
 	}
 	nsFactory.WaitForCacheSync(ctx.Done())
+	if opt.RealCNI != nil {
+		// Before any pod is started: every pod sandbox then gets its network from the chain.
+		real, err := startRealCNI(ctx, cs, opt.NodeName, *opt.RealCNI, n.logf)
+		if err != nil {
+			cancel()
+			return nil, errors.Join(err, sim.Close())
+		}
+		n.real = real
+		real.mu.Lock()
+		real.onChange = n.requeueIstioPods
+		real.mu.Unlock()
+	}
 	if !opt.NoZtunnelPod {
 		if err := n.createZtunnelPod(ctx); err != nil {
 			cancel()
+			if n.real != nil {
+				err = errors.Join(err, n.real.stop())
+			}
 			return nil, errors.Join(err, sim.Close())
 		}
 	}
@@ -267,8 +307,11 @@ func (n *Node) heartbeat(ctx context.Context) {
 	}
 }
 
-// reconcile plays the kubelet, istio-cni and ztunnel for one pod.
+// reconcile plays the kubelet, istio-cni and ztunnel for one pod (in real-CNI mode the kubelet
+// only: the runtime's CNI calls are real, and istio-cni and the stand-in do the rest).
 func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) {
+	n.kubelet.Lock()
+	defer n.kubelet.Unlock()
 	var pod *corev1.Pod
 	for _, o := range store.List() {
 		if p := o.(*corev1.Pod); p.UID == uid {
@@ -297,10 +340,21 @@ func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) 
 		n.fail(fmt.Errorf("starting pod %s/%s: %w", pod.Namespace, pod.Name, err))
 		return
 	}
+	if real := n.realCNI(); real != nil {
+		n.mu.Lock()
+		dead := sp.dead
+		n.mu.Unlock()
+		if dead {
+			return // the test re-creates it (RecreateSandbox)
+		}
+		if !n.ensureNetwork(ctx, real, pod, sp) {
+			return // retried after a back-off, as the kubelet retries RunPodSandbox
+		}
+	}
 	if err := n.ensureStatus(ctx, pod, sp); err != nil && ctx.Err() == nil {
 		n.logf("status of %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
-	if !n.opt.NoCapture {
+	if !n.opt.NoCapture && n.realCNI() == nil {
 		if err := n.ensureCaptured(ctx, pod, sp); err != nil && ctx.Err() == nil {
 			n.logf("capture of %s/%s: %v", pod.Namespace, pod.Name, err)
 		}
@@ -315,7 +369,9 @@ func (n *Node) ensureStarted(pod *corev1.Pod) (*simPod, error) {
 	}
 	spec := podsim.PodSpec{UID: string(pod.UID), HostNetwork: pod.Spec.HostNetwork}
 	ip := netip.MustParseAddr("127.0.0.1")
-	if !pod.Spec.HostNetwork {
+	if n.real != nil && !pod.Spec.HostNetwork {
+		ip = netip.Addr{} // from the CNI chain (ensureNetwork)
+	} else if !pod.Spec.HostNetwork {
 		ip = n.nextIP
 		if !n.opt.PodCIDR.Contains(ip) {
 			return nil, fmt.Errorf("pod CIDR %s exhausted", n.opt.PodCIDR)
@@ -341,6 +397,9 @@ func (n *Node) teardown(uid types.UID) {
 	if !ok {
 		return
 	}
+	if real := n.realCNI(); real != nil {
+		n.releaseNetwork(real, sp)
+	}
 	if err := n.sim.RemovePod(sp.pod); err != nil && !errors.Is(err, podsim.ErrRemoved) {
 		n.fail(fmt.Errorf("removing pod %s/%s: %w", sp.ns, sp.name, err))
 	}
@@ -350,6 +409,12 @@ func (n *Node) teardown(uid types.UID) {
 // ensureStatus writes what a kubelet would: Running, the pod IP, container statuses, and
 // Ready = containers ready AND every readiness gate's condition True.
 func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
+	n.mu.Lock()
+	held := sp.holdStatus
+	n.mu.Unlock()
+	if held {
+		return nil
+	}
 	want := pod.Status.DeepCopy()
 	now := metav1.Now()
 	if want.Phase != corev1.PodRunning {
@@ -370,7 +435,18 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 			})
 		}
 	}
-	gatesOK := true
+	containersReady := true
+	if real := n.realCNI(); real != nil {
+		// The agent's and ztunnel's pods are as ready as their processes.
+		if ready, restarts, ok := real.podState(ctx, pod); ok {
+			containersReady = ready
+			for i := range want.ContainerStatuses {
+				want.ContainerStatuses[i].Ready = ready
+				want.ContainerStatuses[i].RestartCount = restarts
+			}
+		}
+	}
+	gatesOK := containersReady
 	for _, g := range pod.Spec.ReadinessGates {
 		c := findCondition(want.Conditions, g.ConditionType)
 		if c == nil || c.Status != corev1.ConditionTrue {
@@ -379,7 +455,7 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 	}
 	setCondition(want, corev1.PodScheduled, true, now)
 	setCondition(want, corev1.PodInitialized, true, now)
-	setCondition(want, corev1.ContainersReady, true, now)
+	setCondition(want, corev1.ContainersReady, containersReady, now)
 	setCondition(want, corev1.PodReady, gatesOK, now)
 	if statusEqual(&pod.Status, want) {
 		return nil
@@ -486,7 +562,11 @@ func (n *Node) Stop() error {
 		n.cancel()
 		<-n.done
 	}
-	return n.sim.Close()
+	var errs []error
+	if real := n.realCNI(); real != nil {
+		errs = append(errs, real.stop())
+	}
+	return errors.Join(append(errs, n.sim.Close())...)
 }
 
 func (n *Node) lookup(namespace, name string) (*simPod, error) {
@@ -578,7 +658,7 @@ func (n *Node) createZtunnelPod(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
 			Labels: map[string]string{"app": "ztunnel", enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:1.28.0-distroless"}}},
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: n.ztunnelImage()}}},
 	}
 	// A new namespace's default ServiceAccount appears a moment later (the ServiceAccount
 	// admission plugin refuses pods until then): retry like a controller would.
