@@ -303,6 +303,15 @@ func scenarioRealEnrolls(ctx context.Context, t *testing.T, e *env) {
 		assert.Equal(t, "Up", w.State)
 		assert.True(t, strings.HasPrefix(p.Status.PodIP, "10.244.0."), "IP from host-local: %s", p.Status.PodIP)
 	}
+	// ztunnel's admin view (the stand-in's config_dump on localhost:15000 in the node's netns)
+	// says Up for both: the view meshmedic does not trust.
+	dump, err := rc.ZtunnelConfigDump(ctx)
+	require.NoError(t, err)
+	ws, _ := dump["workloadState"].(map[string]any)
+	for _, p := range pods {
+		w, _ := ws[string(p.UID)].(map[string]any)
+		assert.Equal(t, "Up", w["state"], "config_dump workloadState of %s", p.Name)
+	}
 	// The chain's bridge lives in the node's netns, not on the machine.
 	out, err := rc.NodeExec(ctx, "ip", "-br", "link", "show", "type", "bridge")
 	require.NoError(t, err, out)

@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -68,7 +70,8 @@ const (
 	podNetworkName        = "sandbox-pod-network"
 	bridgeName            = "cni0"
 	podIfName             = "eth0"
-	agentReadyAddr        = "127.0.0.1:8000" // install-cni's readiness server (cni/pkg/constants ReadinessPort)
+	agentReadyAddr        = "127.0.0.1:8000"  // install-cni's readiness server (cni/pkg/constants ReadinessPort)
+	ztunnelAdminAddr      = "127.0.0.1:15000" // ztunnel's admin endpoint (config_dump), in the node's netns
 )
 
 // debianPlugins are the plugins the node's bin dir links from PluginDir.
@@ -84,14 +87,17 @@ type RealCNI struct {
 	log   func(format string, a ...any)
 	state string // the node's files (its "/")
 
-	l      *istiocni.Launcher
-	holder *istiocni.Process // keeps the node's netns alive
-	netns  string            // /proc/<holder>/ns/net
-	fwd    net.Listener
-	fwdWG  sync.WaitGroup
-	cni    *libcni.CNIConfig
-	ctl    *istiocni.Control
-	data   map[string]string
+	l         *istiocni.Launcher
+	holder    *istiocni.Process // keeps the node's netns alive
+	netns     string            // /proc/<holder>/ns/net
+	fwd       net.Listener
+	fwdWG     sync.WaitGroup
+	fwdMu     sync.Mutex
+	fwdConns  map[net.Conn]bool
+	cni       *libcni.CNIConfig
+	pluginLog *os.File
+	ctl       *istiocni.Control
+	data      map[string]string
 
 	mu            sync.Mutex
 	agent         *istiocni.Process
@@ -188,7 +194,17 @@ func startRealCNI(ctx context.Context, cs kubernetes.Interface, node string, opt
 	if err := r.WritePrimaryConflist(); err != nil {
 		return r, err
 	}
-	r.cni = libcni.NewCNIConfigWithCacheDir([]string{r.binDir()}, r.path("var", "lib", "cni", "cache"), nil)
+	// Plugins' stderr (istio-cni's plugin logs there) goes to the node's log, not the test's.
+	r.pluginLog, err = os.OpenFile(r.logPath("cni-plugins"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return r, err
+	}
+	var stderr io.Writer = r.pluginLog
+	if opt.Log != nil {
+		stderr = io.MultiWriter(r.pluginLog, opt.Log)
+	}
+	r.cni = libcni.NewCNIConfigWithCacheDir([]string{r.binDir()}, r.path("var", "lib", "cni", "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: stderr}, PluginDecoder: version.PluginDecoder{}})
 	r.ctl = istiocni.NewControl(r.path("var", "run", "ztunnel", "standin.sock"))
 
 	if err := r.startNetns(); err != nil {
@@ -262,24 +278,49 @@ func (r *RealCNI) startForwarder() error {
 	if err != nil {
 		return fmt.Errorf("apiserver forwarder: %w", err)
 	}
+	r.fwdConns = map[net.Conn]bool{}
 	r.fwdWG.Add(1)
 	go func() {
 		defer r.fwdWG.Done()
-		var conns sync.WaitGroup
-		defer conns.Wait()
 		for {
 			c, err := r.fwd.Accept()
 			if err != nil {
 				return
 			}
-			conns.Add(1)
+			r.fwdMu.Lock()
+			if r.fwdConns == nil { // stopped
+				r.fwdMu.Unlock()
+				c.Close()
+				return
+			}
+			r.fwdConns[c] = true
+			r.fwdMu.Unlock()
+			r.fwdWG.Add(1)
 			go func() {
-				defer conns.Done()
+				defer r.fwdWG.Done()
 				relay(c, r.o.APIServer)
+				r.fwdMu.Lock()
+				delete(r.fwdConns, c)
+				r.fwdMu.Unlock()
 			}()
 		}
 	}()
 	return nil
+}
+
+// stopForwarder closes the listener and every relayed connection, and waits for the relays.
+func (r *RealCNI) stopForwarder() {
+	if r.fwd == nil {
+		return
+	}
+	r.fwd.Close()
+	r.fwdMu.Lock()
+	for c := range r.fwdConns {
+		c.Close()
+	}
+	r.fwdConns = nil
+	r.fwdMu.Unlock()
+	r.fwdWG.Wait()
 }
 
 func relay(c net.Conn, to string) {
@@ -668,7 +709,7 @@ func (r *RealCNI) StartZtunnel(ctx context.Context) error {
 	r.mu.Unlock()
 	dns := r.ConfigData()["AMBIENT_DNS_CAPTURE"] == "true"
 	argv := append([]string{"nsenter", "--net=" + r.netns, "--", filepath.Join(r.o.BinDir, istiocni.StandIn)},
-		istiocni.StandInArgs(r.udsPath(), r.path("var", "run", "ztunnel", "standin.sock"), dns, "auto")...)
+		append(istiocni.StandInArgs(r.udsPath(), r.path("var", "run", "ztunnel", "standin.sock"), dns, "auto"), "--admin", ztunnelAdminAddr)...)
 	p, err := r.l.Start(istiocni.Spec{Name: "ztunnel", Argv: argv, LogPath: r.logPath("ztunnel"), Extra: r.o.Log})
 	if err != nil {
 		return err
@@ -689,6 +730,29 @@ func (r *RealCNI) StartZtunnel(ctx context.Context) error {
 	r.log("ztunnel stand-in ready (start %d)", r.ZtunnelStarts())
 	r.changed()
 	return nil
+}
+
+// ZtunnelConfigDump reads the stand-in's config_dump from its admin port inside the node's
+// netns, as `kubectl exec` into ztunnel then curl localhost:15000/config_dump would.
+func (r *RealCNI) ZtunnelConfigDump(ctx context.Context) (map[string]any, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return istiocni.DialInNetns(ctx, r.netns, addr)
+		}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ztunnelAdminAddr+"/config_dump", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel config_dump: %w", err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("ztunnel config_dump: %w", err)
+	}
+	return out, nil
 }
 
 // ZtunnelReady reports whether the stand-in runs and has received istio-cni's snapshot, which is
@@ -753,15 +817,15 @@ func (r *RealCNI) podState(ctx context.Context, pod *corev1.Pod) (ready bool, re
 func (r *RealCNI) stop() error {
 	r.StopZtunnel(syscall.SIGTERM)
 	r.StopAgent(syscall.SIGTERM)
-	if r.fwd != nil {
-		r.fwd.Close()
-		r.fwdWG.Wait()
-	}
+	r.stopForwarder()
 	if r.holder != nil {
 		r.holder.Stop(syscall.SIGKILL, 5*time.Second)
 	}
 	r.l.Close()
 	var errs []error
+	if r.pluginLog != nil {
+		errs = append(errs, r.pluginLog.Close())
+	}
 	// The agent's root is a mount point only inside its (now gone) mount namespace.
 	if err := os.RemoveAll(r.state); err != nil {
 		errs = append(errs, err)

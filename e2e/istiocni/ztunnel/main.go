@@ -20,7 +20,8 @@
 //     pod's lo has IPv6, when DNS capture is on; every socket with SO_MARK 1337 and SO_REUSEPORT.
 //
 // A control server on a unix socket (--control) serves the state (GET /state), a config_dump
-// shaped like ztunnel's admin endpoint (GET /config_dump, its workloadState part), and the fault
+// shaped like ztunnel's admin endpoint (GET /config_dump, its workloadState part; also on TCP with
+// --admin, e.g. localhost:15000 as ztunnel serves it), and the fault
 // hooks scenarios need: POST /fault/lose?uid=U[&port=P...] closes a pod's listeners while the
 // stand-in keeps reporting it Up; POST /fault/restore?uid=U opens them again; POST
 // /fault/ack?mode=ack|nack|silent makes it answer every later message with an empty Ack (the
@@ -72,6 +73,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.uds, "uds", "/var/run/ztunnel/ztunnel.sock", "istio-cni's ZDS socket (its --ztunnel-uds-address)")
 	flag.StringVar(&o.control, "control", "", "unix socket for the state, config_dump and fault hooks (none when empty)")
+	flag.StringVar(&o.admin, "admin", "", "TCP address for ztunnel's admin endpoint, GET /config_dump only (none when empty)")
 	flag.BoolVar(&o.dns, "dns-capture", true, "open the DNS proxy's 15053 listeners (ztunnel's DNS_CAPTURE)")
 	flag.StringVar(&o.ipv6, "ipv6", "auto", "bind the in-pod listeners on [::] (true), 0.0.0.0 (false), or whatever this netns supports (auto)")
 	flag.Parse()
@@ -99,10 +101,10 @@ func main() {
 }
 
 type options struct {
-	uds, control string
-	dns          bool
-	ipv6         string
-	v6           bool
+	uds, control, admin string
+	dns                 bool
+	ipv6                string
+	v6                  bool
 }
 
 // ackMode is how the stand-in answers messages (the "refuse to ack" fault hook).
@@ -161,10 +163,19 @@ func (z *ztunnel) logf(level, target, msg, fields string, a ...any) {
 
 func (z *ztunnel) run(ctx context.Context) error {
 	if z.o.control != "" {
-		srv, err := z.serveControl(z.o.control)
+		l, err := listenUnix(z.o.control)
 		if err != nil {
 			return err
 		}
+		srv := z.serve(l, true)
+		defer srv.Close()
+	}
+	if z.o.admin != "" {
+		l, err := net.Listen("tcp", z.o.admin)
+		if err != nil {
+			return err
+		}
+		srv := z.serve(l, false)
 		defer srv.Close()
 	}
 	retry := time.NewTicker(retryPending)
@@ -645,16 +656,16 @@ func (z *ztunnel) state() state {
 	return s
 }
 
-func (z *ztunnel) serveControl(path string) (io.Closer, error) {
+func listenUnix(path string) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
+	return net.Listen("unix", path)
+}
+
+// serve serves config_dump on l, and with control also the state and the fault hooks.
+func (z *ztunnel) serve(l net.Listener, control bool) io.Closer {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, z.state()) })
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		// The workloadState part of ztunnel's /config_dump (src/inpod/admin.rs ProxyState).
 		type info struct {
@@ -672,6 +683,17 @@ func (z *ztunnel) serveControl(path string) (io.Closer, error) {
 		}
 		writeJSON(w, map[string]any{"workloadState": ws})
 	})
+	if control {
+		z.controlHandlers(mux)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return srv
+}
+
+// controlHandlers adds the state and the fault hooks to mux.
+func (z *ztunnel) controlHandlers(mux *http.ServeMux) {
+	mux.HandleFunc("GET /state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, z.state()) })
 	mux.HandleFunc("POST /fault/lose", func(w http.ResponseWriter, r *http.Request) {
 		if err := z.lose(r.URL.Query().Get("uid"), r.URL.Query()["port"]); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -698,9 +720,6 @@ func (z *ztunnel) serveControl(path string) (io.Closer, error) {
 		z.logf("warn", "inpod::workloadmanager", "fault: ack mode set", "mode=%s", m)
 		writeJSON(w, z.state())
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return srv, nil
 }
 
 // lose closes uid's listeners (those on the given ports, all when none) and keeps the workload
