@@ -569,6 +569,11 @@ func (n *Node) Stop() error {
 	return errors.Join(append(errs, n.sim.Close())...)
 }
 
+// simulatedOnly is the error of a fault injection that only the simulated istio-cni supports.
+func simulatedOnly(what, instead string) error {
+	return fmt.Errorf("sandbox: %s plays the simulated istio-cni; on a real-CNI node use %s", what, instead)
+}
+
 func (n *Node) lookup(namespace, name string) (*simPod, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -592,6 +597,9 @@ func (n *Node) Pod(namespace, name string) (*podsim.Pod, error) {
 // Flush destroys ztunnel's listeners in the pod's netns (all of them when ports is empty)
 // the way a reboot orphan loses them, leaving the annotation as it is.
 func (n *Node) Flush(namespace, name string, ports ...uint16) error {
+	if n.real != nil {
+		return simulatedOnly("Flush", "RealCNI().Control().Lose")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -602,6 +610,9 @@ func (n *Node) Flush(namespace, name string, ports ...uint16) error {
 // Recapture re-adds the pod as istio-cni does: its in-pod routing rules (kept as they are
 // when already there; a netns from ReplaceNetns has none), then ztunnel's listeners.
 func (n *Node) Recapture(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Recapture", "RealCNI().Control().Restore, or a toggle")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -617,6 +628,9 @@ func (n *Node) Recapture(namespace, name string) error {
 // istio/istio #56652 (the pod looks healthy to meshed peers while its own outbound and
 // plaintext inbound skip ztunnel). The annotation stays as it is.
 func (n *Node) Unredirect(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Unredirect", "NetnsExec in the pod's netns (istio-cni owns its rules)")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -628,6 +642,9 @@ func (n *Node) Unredirect(namespace, name string) error {
 // again (idempotent). With Flush first it makes the blackhole case: rules present,
 // listeners gone.
 func (n *Node) Redirect(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Redirect", "NetnsExec in the pod's netns (istio-cni owns its rules)")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -638,6 +655,9 @@ func (n *Node) Redirect(namespace, name string) error {
 // ReplaceNetns recreates the pod's sandbox in a fresh, empty netns (no listeners, no rules)
 // while the pod keeps its UID and annotation (istio/istio #61182).
 func (n *Node) ReplaceNetns(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("ReplaceNetns", "RecreateSandbox")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
