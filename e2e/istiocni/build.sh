@@ -14,8 +14,8 @@
 #
 # The istio binaries are built once per version. The stand-in (e2e/istiocni/ztunnel, a directory
 # with its own go.mod so the main module never imports istio) is copied into the wrapper module,
-# vetted and rebuilt whenever its sources change; it needs only istio's pkg/zdsapi, so that is
-# seconds. Nothing is written into the repository: the wrapper module is generated from
+# vetted, unit-tested and rebuilt whenever its sources change; it needs only istio's pkg/zdsapi,
+# so that is seconds. Nothing is written into the repository: the wrapper module is generated from
 # build/go.mod.tmpl into the cache. Progress goes to stderr; only the bin dir goes to stdout.
 set -euo pipefail
 
@@ -159,8 +159,8 @@ rm -rf "$src/ztunnel"
 mkdir -p "$src/ztunnel"
 cp "$here"/ztunnel/*.go "$src/ztunnel/"
 start=$SECONDS
-log "vetting and building the ztunnel stand-in"
-(cd "$src" && go vet ./ztunnel && go build -trimpath -ldflags "-s -w" -o "$bin/$standin.tmp" ./ztunnel) >&2
+log "vetting, testing and building the ztunnel stand-in"
+(cd "$src" && go vet ./ztunnel && go test -count=1 ./ztunnel && go build -trimpath -ldflags "-s -w" -o "$bin/$standin.tmp" ./ztunnel) >&2
 mv "$bin/$standin.tmp" "$bin/$standin"
 echo "$sum" >"$bin/$standin.sum"
 log "stand-in built in $((SECONDS - start))s"

@@ -141,6 +141,8 @@ type socket struct {
 type ztunnel struct {
 	o   options
 	log io.Writer
+	// open opens a proxy's listeners in a netns (openListeners; tests replace it).
+	open func(netns *os.File, v6, dns bool) ([]socket, error)
 
 	mu        sync.Mutex
 	workloads map[string]*workload // uid → workload (Up or Pending)
@@ -153,7 +155,7 @@ type ztunnel struct {
 }
 
 func newZtunnel(o options, log io.Writer) *ztunnel {
-	return &ztunnel{o: o, log: log, workloads: map[string]*workload{}, names: map[string]bool{}, mode: ackOK}
+	return &ztunnel{o: o, log: log, open: openListeners, workloads: map[string]*workload{}, names: map[string]bool{}, mode: ackOK}
 }
 
 // logf writes one line in ztunnel's plain format: time, level, target, message, fields.
@@ -221,10 +223,7 @@ func (z *ztunnel) connection(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	z.mu.Lock()
-	z.connected, z.snapshot, z.names = true, false, map[string]bool{}
-	z.conns++
-	z.mu.Unlock()
+	z.beginConnection()
 	defer func() {
 		z.mu.Lock()
 		z.connected = false
@@ -289,6 +288,15 @@ func (z *ztunnel) connection(ctx context.Context) error {
 			return procErr
 		}
 	}
+}
+
+// beginConnection starts a connection's snapshot: nothing added or kept yet
+// (statemanager.rs reset_snapshot). Proxies from earlier connections keep running.
+func (z *ztunnel) beginConnection() {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.connected, z.snapshot, z.names = true, false, map[string]bool{}
+	z.conns++
 }
 
 // parse decodes one request and checks its fds the way ztunnel's get_workload_data does.
@@ -427,7 +435,7 @@ func (z *ztunnel) add(uid string, info *zdsapi.WorkloadInfo, netns *os.File) err
 
 // start opens w's listeners in its netns; z.mu is held.
 func (z *ztunnel) start(w *workload) error {
-	socks, err := openListeners(w.netns, z.o.v6, z.o.dns)
+	socks, err := z.open(w.netns, z.o.v6, z.o.dns)
 	if err != nil {
 		return err
 	}
