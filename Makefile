@@ -12,7 +12,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: build install test lint unit fuzz e2e controlplane tools demo demo-down bench clean docs dist release-check
+.PHONY: build install test lint unit fuzz e2e e2e-sim e2e-realcni controlplane istiocni tools demo demo-down bench clean docs dist release-check
 
 DEMO_STATE ?= /tmp/meshmedic-sandbox
 
@@ -50,21 +50,36 @@ fuzz:
 controlplane:
 	e2e/controlplane/build.sh >/dev/null
 
+# The real istio-cni (install-cni, the istio-cni plugin) and meshmedic's ZDS ztunnel stand-in,
+# built from the Go module proxy and cached next to the control plane (~15 min cold, seconds warm).
+istiocni:
+	e2e/istiocni/build.sh >/dev/null
+
 # helm (pinned) for the deploy/ chart checks of the sandbox tier, cached like the control plane.
 tools:
 	e2e/tools/build-helm.sh >/dev/null
 
-# The sandbox tier: TestSandbox/<scenario> against a real kube-apiserver, etcd,
-# controller-manager and scheduler on 127.0.0.1 and a node of real kernel objects.
-e2e: controlplane tools
-	$(GO) test -tags sandbox -count=1 -timeout 30m -v -run 'TestSandbox|TestControlPlane' ./e2e/...
+# The sandbox tier, both suites: TestSandbox/<scenario> (istio-cni and ztunnel simulated) and
+# TestSandboxIstioCNI/<scenario> (the real istio-cni and CNI chain, the ZDS stand-in), each against
+# a real kube-apiserver, etcd, controller-manager and scheduler on 127.0.0.1.
+e2e: e2e-sim e2e-realcni
+
+e2e-sim: controlplane tools
+	$(GO) test -tags sandbox -count=1 -timeout 45m -v -run '^(TestSandbox|TestControlPlane.*)$$' ./e2e/...
+
+# Needs Debian's containernetworking-plugins, iptables, nftables and ipset (.ci/run installs them).
+e2e-realcni: controlplane tools istiocni
+	$(GO) test -tags sandbox -count=1 -timeout 30m -v -run '^TestSandboxIstioCNI$$' ./e2e/
 
 # The README's first command: a sandbox with broken ambient pods, and meshmedic on it.
-demo: build controlplane
+# REALCNI=1 runs the real istio-cni over a real CNI chain on the node (make istiocni; needs
+# Debian's containernetworking-plugins, iptables, nftables, ipset).
+REALCNI ?=
+demo: build controlplane $(if $(REALCNI),istiocni)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: the sandbox creates network namespaces and cgroups (sudo make demo)"; exit 2; }
 	$(GO) build -o bin/meshmedic-sandbox ./e2e/sandbox/cmd/meshmedic-sandbox
 	@mkdir -p $(DEMO_STATE); rm -f $(DEMO_STATE)/ready
-	@nohup bin/meshmedic-sandbox up --state $(DEMO_STATE) > $(DEMO_STATE)/sandbox.log 2>&1 &
+	@nohup bin/meshmedic-sandbox up --state $(DEMO_STATE) $(if $(REALCNI),--real-cni) > $(DEMO_STATE)/sandbox.log 2>&1 &
 	@for i in $$(seq 1 600); do [ -f $(DEMO_STATE)/ready ] && break; \
 	  if ! pgrep -f 'bin/meshmedic-sandbox up' >/dev/null; then cat $(DEMO_STATE)/sandbox.log; exit 2; fi; sleep 0.5; done
 	@[ -f $(DEMO_STATE)/ready ] || { cat $(DEMO_STATE)/sandbox.log; echo "sandbox did not become ready"; exit 2; }

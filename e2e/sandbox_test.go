@@ -49,7 +49,7 @@ func TestSandbox(t *testing.T) {
 		}
 		t.Skipf("control plane binaries not built (run e2e/controlplane/build.sh): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	require.NoError(t, podsim.CleanupStale())
 

@@ -136,7 +136,7 @@ var table = []row{
 	{"1", "spec.hostNetwork (versions with the hostNetwork guard)", rowHostNetwork},
 	{"2", "phase Succeeded/Failed", rowTerminal},
 	{"3", "annotation sidecar.istio.io/status present", rowSidecar},
-	{"4", "namespace == system namespace and label app=ztunnel", rowZtunnel},
+	{"4", "namespace == system namespace and label app=ztunnel (unknown when selected anyway)", rowZtunnel},
 	{"5", "selection fails", rowSelection},
 	{"1u", "spec.hostNetwork on 1.21.x and 1.22.0–1.22.1 (no guard)", rowHostNetworkUnguarded},
 	{"6", "namespace in EXCLUDE_NAMESPACES", rowExcludedNamespace},
@@ -185,7 +185,19 @@ func rowZtunnel(in *input) (Expectation, bool) {
 	if in.pod.Namespace != in.s.SystemNamespace || in.pod.Labels["app"] != "ztunnel" {
 		return Expectation{}, false
 	}
-	return notCaptured(ReasonZtunnel, "pod is ztunnel (label app=ztunnel in system namespace "+in.s.SystemNamespace+")"), true
+	what := "pod is ztunnel (label app=ztunnel in system namespace " + in.s.SystemNamespace + ")"
+	if in.selErr == nil && in.sel.selected {
+		// Only the node agent's informers skip ztunnel pods (cni/pkg/nodeagent/informers.go: the
+		// start-up snapshot and namespace re-evaluation, 1.21 to master). The CNI plugin and the
+		// agent's CNI-add path look at the enablement selector alone, so a ztunnel pod it selects
+		// is captured when its sandbox is created and dropped after an agent restart; the real
+		// istio-cni of the 1.31 snapshot did capture one (docs/istio-facts-verified.md). Neither
+		// answer holds for long: unknown, which is never healed.
+		return Expectation{State: Unknown, Reason: ReasonZtunnel, LowConfidence: true, Detail: what +
+			", yet selected (" + in.sel.detail + "): istio-cni captures it on sandbox creation but leaves it out of its start-up snapshot; ztunnel's chart labels it " +
+			LabelDataplaneMode + "=" + DataplaneModeNone}, true
+	}
+	return notCaptured(ReasonZtunnel, what), true
 }
 
 func rowSelection(in *input) (Expectation, bool) {

@@ -41,6 +41,10 @@ type Options struct {
 	// node's ztunnel and istio-cni are Ready.
 	NoZtunnelPod bool
 	Log          io.Writer // progress lines; nil = silent
+	// RealCNI, when set, replaces the simulated istio-cni and ztunnel with the real istio-cni
+	// and the ZDS stand-in, and pods get their network from a real CNI chain (realcni.go).
+	// DNS and NoCapture do not apply then (istio-cni-config decides).
+	RealCNI *RealCNIOptions
 }
 
 // Node is a simulated node. Its methods are safe for concurrent use.
@@ -61,6 +65,14 @@ type Node struct {
 	nextIP  netip.Addr
 	err     error // first background error
 	nsLis   func(name string) (*corev1.Namespace, error)
+
+	// Real-CNI mode only (nil otherwise).
+	real *RealCNI
+	// kubelet serialises the kubelet role's work on pods (the reconcile loop and the
+	// sandbox operations tests call).
+	kubelet  sync.Mutex
+	queue    chan types.UID
+	podStore cache.Store
 }
 
 type simPod struct {
@@ -69,6 +81,13 @@ type simPod struct {
 	pod      *podsim.Pod
 	ip       netip.Addr
 	captured bool
+
+	// Real-CNI mode: the sandbox's network from the CNI chain.
+	net        *sandboxNetwork
+	generation int // sandbox (re-)creations, for CNI container IDs
+	addBackoff time.Duration
+	holdStatus bool // the kubelet has not posted this sandbox's status yet
+	dead       bool // KillSandbox: no sandbox until RecreateSandbox
 }
 
 // StartNode registers the node with the API server, starts watching pods bound to it and
@@ -101,6 +120,7 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 	n.nsLis = nsLister.Get
 	queue := make(chan types.UID, 4096)
 	podStore := podInf.GetStore()
+	n.queue, n.podStore = queue, podStore
 	enqueue := func(obj any) {
 		if p, ok := obj.(*corev1.Pod); ok {
 			select {
@@ -118,6 +138,11 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 				o = d.Obj
 			}
 			if p, ok := o.(*corev1.Pod); ok {
+				if opt.RealCNI != nil {
+					// The runtime's DEL must not race the kubelet's ADD: go through the queue.
+					enqueue(p)
+					return
+				}
 				n.teardown(p.UID)
 			}
 		},
@@ -134,9 +159,24 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 		}
 	}
 	nsFactory.WaitForCacheSync(ctx.Done())
+	if opt.RealCNI != nil {
+		// Before any pod is started: every pod sandbox then gets its network from the chain.
+		real, err := startRealCNI(ctx, cs, opt.NodeName, *opt.RealCNI, n.logf)
+		if err != nil {
+			cancel()
+			return nil, errors.Join(err, sim.Close())
+		}
+		n.real = real
+		real.mu.Lock()
+		real.onChange = n.requeueIstioPods
+		real.mu.Unlock()
+	}
 	if !opt.NoZtunnelPod {
 		if err := n.createInfraPods(ctx); err != nil {
 			cancel()
+			if n.real != nil {
+				err = errors.Join(err, n.real.stop())
+			}
 			return nil, errors.Join(err, sim.Close())
 		}
 	}
@@ -274,8 +314,11 @@ func (n *Node) heartbeat(ctx context.Context) {
 	}
 }
 
-// reconcile plays the kubelet, istio-cni and ztunnel for one pod.
+// reconcile plays the kubelet, istio-cni and ztunnel for one pod (in real-CNI mode the kubelet
+// only: the runtime's CNI calls are real, and istio-cni and the stand-in do the rest).
 func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) {
+	n.kubelet.Lock()
+	defer n.kubelet.Unlock()
 	var pod *corev1.Pod
 	for _, o := range store.List() {
 		if p := o.(*corev1.Pod); p.UID == uid {
@@ -304,10 +347,21 @@ func (n *Node) reconcile(ctx context.Context, store cache.Store, uid types.UID) 
 		n.fail(fmt.Errorf("starting pod %s/%s: %w", pod.Namespace, pod.Name, err))
 		return
 	}
+	if real := n.realCNI(); real != nil {
+		n.mu.Lock()
+		dead := sp.dead
+		n.mu.Unlock()
+		if dead {
+			return // the test re-creates it (RecreateSandbox)
+		}
+		if !n.ensureNetwork(ctx, real, pod, sp) {
+			return // retried after a back-off, as the kubelet retries RunPodSandbox
+		}
+	}
 	if err := n.ensureStatus(ctx, pod, sp); err != nil && ctx.Err() == nil {
 		n.logf("status of %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
-	if !n.opt.NoCapture && !n.captureOff.Load() {
+	if !n.opt.NoCapture && !n.captureOff.Load() && n.realCNI() == nil {
 		if err := n.ensureCaptured(ctx, pod, sp); err != nil && ctx.Err() == nil {
 			n.logf("capture of %s/%s: %v", pod.Namespace, pod.Name, err)
 		}
@@ -322,7 +376,9 @@ func (n *Node) ensureStarted(pod *corev1.Pod) (*simPod, error) {
 	}
 	spec := podsim.PodSpec{UID: string(pod.UID), HostNetwork: pod.Spec.HostNetwork}
 	ip := netip.MustParseAddr("127.0.0.1")
-	if !pod.Spec.HostNetwork {
+	if n.real != nil && !pod.Spec.HostNetwork {
+		ip = netip.Addr{} // from the CNI chain (ensureNetwork)
+	} else if !pod.Spec.HostNetwork {
 		ip = n.nextIP
 		if !n.opt.PodCIDR.Contains(ip) {
 			return nil, fmt.Errorf("pod CIDR %s exhausted", n.opt.PodCIDR)
@@ -348,6 +404,9 @@ func (n *Node) teardown(uid types.UID) {
 	if !ok {
 		return
 	}
+	if real := n.realCNI(); real != nil {
+		n.releaseNetwork(real, sp)
+	}
 	if err := n.sim.RemovePod(sp.pod); err != nil && !errors.Is(err, podsim.ErrRemoved) {
 		n.fail(fmt.Errorf("removing pod %s/%s: %w", sp.ns, sp.name, err))
 	}
@@ -357,6 +416,12 @@ func (n *Node) teardown(uid types.UID) {
 // ensureStatus writes what a kubelet would: Running, the pod IP, container statuses, and
 // Ready = containers ready AND every readiness gate's condition True.
 func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) error {
+	n.mu.Lock()
+	held := sp.holdStatus
+	n.mu.Unlock()
+	if held {
+		return nil
+	}
 	want := pod.Status.DeepCopy()
 	now := metav1.Now()
 	if want.Phase != corev1.PodRunning {
@@ -380,13 +445,20 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 	n.mu.Lock()
 	restarts, crashing := n.unready[pod.Namespace+"/"+pod.Name]
 	n.mu.Unlock()
+	containersReady := !crashing
+	if real := n.realCNI(); real != nil {
+		// The agent's and ztunnel's pods are as ready as their processes.
+		if ready, r, ok := real.podState(ctx, pod); ok {
+			containersReady, restarts, crashing = ready, r, true
+		}
+	}
 	for i := range want.ContainerStatuses {
-		want.ContainerStatuses[i].Ready = !crashing
+		want.ContainerStatuses[i].Ready = containersReady
 		if crashing {
 			want.ContainerStatuses[i].RestartCount = restarts
 		}
 	}
-	gatesOK := !crashing
+	gatesOK := containersReady
 	for _, g := range pod.Spec.ReadinessGates {
 		c := findCondition(want.Conditions, g.ConditionType)
 		if c == nil || c.Status != corev1.ConditionTrue {
@@ -395,7 +467,7 @@ func (n *Node) ensureStatus(ctx context.Context, pod *corev1.Pod, sp *simPod) er
 	}
 	setCondition(want, corev1.PodScheduled, true, now)
 	setCondition(want, corev1.PodInitialized, true, now)
-	setCondition(want, corev1.ContainersReady, !crashing, now)
+	setCondition(want, corev1.ContainersReady, containersReady, now)
 	setCondition(want, corev1.PodReady, gatesOK, now)
 	if statusEqual(&pod.Status, want) {
 		return nil
@@ -529,7 +601,16 @@ func (n *Node) Stop() error {
 		n.cancel()
 		<-n.done
 	}
-	return n.sim.Close()
+	var errs []error
+	if real := n.realCNI(); real != nil {
+		errs = append(errs, real.stop())
+	}
+	return errors.Join(append(errs, n.sim.Close())...)
+}
+
+// simulatedOnly is the error of a fault injection that only the simulated istio-cni supports.
+func simulatedOnly(what, instead string) error {
+	return fmt.Errorf("sandbox: %s plays the simulated istio-cni; on a real-CNI node use %s", what, instead)
 }
 
 func (n *Node) lookup(namespace, name string) (*simPod, error) {
@@ -555,6 +636,9 @@ func (n *Node) Pod(namespace, name string) (*podsim.Pod, error) {
 // Flush destroys ztunnel's listeners in the pod's netns (all of them when ports is empty)
 // the way a reboot orphan loses them, leaving the annotation as it is.
 func (n *Node) Flush(namespace, name string, ports ...uint16) error {
+	if n.real != nil {
+		return simulatedOnly("Flush", "RealCNI().Control().Lose")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -565,6 +649,9 @@ func (n *Node) Flush(namespace, name string, ports ...uint16) error {
 // Recapture re-adds the pod as istio-cni does: its in-pod routing rules (kept as they are
 // when already there; a netns from ReplaceNetns has none), then ztunnel's listeners.
 func (n *Node) Recapture(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Recapture", "RealCNI().Control().Restore, or a toggle")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -580,6 +667,9 @@ func (n *Node) Recapture(namespace, name string) error {
 // istio/istio #56652 (the pod looks healthy to meshed peers while its own outbound and
 // plaintext inbound skip ztunnel). The annotation stays as it is.
 func (n *Node) Unredirect(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Unredirect", "NetnsExec in the pod's netns (istio-cni owns its rules)")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -591,6 +681,9 @@ func (n *Node) Unredirect(namespace, name string) error {
 // again (idempotent). With Flush first it makes the blackhole case: rules present,
 // listeners gone.
 func (n *Node) Redirect(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("Redirect", "NetnsExec in the pod's netns (istio-cni owns its rules)")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -601,6 +694,9 @@ func (n *Node) Redirect(namespace, name string) error {
 // ReplaceNetns recreates the pod's sandbox in a fresh, empty netns (no listeners, no rules)
 // while the pod keeps its UID and annotation (istio/istio #61182).
 func (n *Node) ReplaceNetns(namespace, name string) error {
+	if n.real != nil {
+		return simulatedOnly("ReplaceNetns", "RecreateSandbox")
+	}
 	sp, err := n.lookup(namespace, name)
 	if err != nil {
 		return err
@@ -621,13 +717,16 @@ func (n *Node) createInfraPods(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ztunnel-" + n.opt.NodeName,
 			Labels: map[string]string{enroll.LabelApp: enroll.AppZtunnel, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{Name: "istio-proxy", Image: "registry.invalid/istio/ztunnel:" + ZtunnelVersion + "-distroless"}}},
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: n.ztunnelImage()}}},
 	}, {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "istio-cni-node-" + n.opt.NodeName,
 			Labels: map[string]string{enroll.LabelK8sApp: enroll.AppIstioCNI, enroll.LabelDataplaneMode: enroll.DataplaneModeNone}},
 		Spec: corev1.PodSpec{NodeName: n.opt.NodeName, TerminationGracePeriodSeconds: ptr.To[int64](1), HostNetwork: true,
 			Containers: []corev1.Container{{Name: "install-cni", Image: "registry.invalid/istio/install-cni:" + ZtunnelVersion + "-distroless"}}},
 	}}
+	if n.real != nil {
+		pods = pods[:1] // the real istio-cni-node DaemonSet runs the node's istio-cni pod
+	}
 	for _, pod := range pods {
 		// A new namespace's default ServiceAccount appears a moment later (the
 		// ServiceAccount admission plugin refuses pods until then): retry like a

@@ -443,23 +443,61 @@ func (s *Sim) ReplaceNetns(p *Pod) error {
 	if err := s.check(p); err != nil {
 		return err
 	}
-	if err := s.killAll(p); err != nil {
-		return fmt.Errorf("pod %s: replace netns: %w", p.UID, err)
-	}
 	// Container cgroups other than the sandbox's are emptied now; drop them as a runtime would.
-	var errs []error
-	for _, leaf := range p.leaves[1:] {
-		errs = append(errs, s.rmdir(leaf))
-		p.dropCgroupDirs(leaf)
-	}
-	p.leaves = p.leaves[:1]
-	if err := errors.Join(errs...); err != nil {
+	if err := s.stopSandbox(p); err != nil {
 		return fmt.Errorf("pod %s: replace netns: %w", p.UID, err)
 	}
 	if err := s.startSandbox(p); err != nil {
 		return fmt.Errorf("pod %s: replace netns: %w", p.UID, err)
 	}
 	return nil
+}
+
+// StopSandbox ends every process of p, as a node losing power does, without starting a new
+// sandbox: the netns goes with its last reference, the cgroups and the UID stay, and p.PID and
+// p.Netns are 0 until StartSandbox. ReplaceNetns is StopSandbox and StartSandbox in one step.
+func (s *Sim) StopSandbox(p *Pod) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(p); err != nil {
+		return err
+	}
+	if err := s.stopSandbox(p); err != nil {
+		return fmt.Errorf("pod %s: stop sandbox: %w", p.UID, err)
+	}
+	p.PID, p.Netns = 0, 0
+	return nil
+}
+
+// StartSandbox starts a new sandbox for p after StopSandbox: a fresh netns with lo up and the
+// spec's IPs, in the same sandbox cgroup. p.PID and p.Netns are set again.
+func (s *Sim) StartSandbox(p *Pod) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(p); err != nil {
+		return err
+	}
+	if p.PID != 0 {
+		return fmt.Errorf("pod %s: start sandbox: sandbox pid %d is running (StopSandbox first)", p.UID, p.PID)
+	}
+	if err := s.startSandbox(p); err != nil {
+		return fmt.Errorf("pod %s: start sandbox: %w", p.UID, err)
+	}
+	return nil
+}
+
+// stopSandbox kills p's processes and drops the container cgroups other than the sandbox's.
+func (s *Sim) stopSandbox(p *Pod) error {
+	if err := s.killAll(p); err != nil {
+		return err
+	}
+	var errs []error
+	for _, leaf := range p.leaves[1:] {
+		errs = append(errs, s.rmdir(leaf))
+		p.dropCgroupDirs(leaf)
+	}
+	p.leaves = p.leaves[:1]
+	return errors.Join(errs...)
 }
 
 func (p *Pod) dropCgroupDirs(rel string) {

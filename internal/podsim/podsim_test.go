@@ -395,6 +395,33 @@ func TestReplaceNetns(t *testing.T) {
 	assert.Empty(t, sockRows(t, p.PID, "tcp6"))
 }
 
+func TestStopAndStartSandbox(t *testing.T) {
+	s := newSim(t)
+	p, err := s.AddPod(PodSpec{IPv4: netip.MustParseAddr("10.244.2.10")})
+	require.NoError(t, err)
+	app, err := s.AddProcess(p)
+	require.NoError(t, err)
+	oldPID, oldNetns := p.PID, p.Netns
+	oldLine := cgroupLines(t, p.PID)[""]
+
+	require.NoError(t, s.StopSandbox(p))
+	assert.Zero(t, p.PID)
+	assert.Zero(t, p.Netns)
+	assert.Empty(t, s.PIDs(p), "no process of the pod is left")
+	assertGone(t, oldPID)
+	assertGone(t, app)
+	assert.NoError(t, s.StopSandbox(p), "stopping twice is harmless")
+
+	require.NoError(t, s.StartSandbox(p))
+	assert.NotZero(t, p.PID)
+	assert.NotEqual(t, oldNetns, p.Netns, "a fresh netns")
+	assert.Equal(t, oldLine, cgroupLines(t, p.PID)[""], "same sandbox cgroup")
+	assert.Contains(t, readProc(t, p.PID, "net/fib_trie"), "10.244.2.10")
+	assert.ErrorContains(t, s.StartSandbox(p), "is running", "a running sandbox is not started twice")
+	require.NoError(t, s.RemovePod(p))
+	assert.ErrorIs(t, s.StartSandbox(p), ErrRemoved)
+}
+
 // assertGone checks that pid no longer names a process this test started (it is reaped, or the
 // number was reused by a process that started later).
 func assertGone(t *testing.T, pid int) {

@@ -3,6 +3,7 @@
 // broken the way production breaks them. It needs root (network namespaces, cgroups).
 //
 //	meshmedic-sandbox up   --state DIR   # foreground; writes DIR/kubeconfig and DIR/ready
+//	meshmedic-sandbox up   --real-cni    # the real istio-cni and CNI chain (e2e/istiocni/build.sh first)
 //	meshmedic-sandbox down --state DIR   # stops a running sandbox and waits for its cleanup
 package main
 
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshmedic/meshmedic/e2e/controlplane"
+	"github.com/meshmedic/meshmedic/e2e/istiocni"
 	"github.com/meshmedic/meshmedic/e2e/sandbox"
 	"github.com/meshmedic/meshmedic/enroll"
 	"github.com/meshmedic/meshmedic/internal/podsim"
@@ -36,11 +38,12 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	state := fs.String("state", filepath.Join(os.TempDir(), "meshmedic-sandbox"), "state directory (kubeconfig, pid, logs)")
 	faults := fs.Bool("faults", true, "break some pods the way production breaks them")
+	realCNI := fs.Bool("real-cni", false, "run the real istio-cni (built by e2e/istiocni/build.sh) over a real CNI chain instead of the simulated one")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
 	case "up":
-		err = up(*state, *faults)
+		err = up(*state, *faults, *realCNI)
 	case "down":
 		err = down(*state)
 	default:
@@ -53,11 +56,11 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: meshmedic-sandbox up|down [--state DIR] [--faults=false]")
+	fmt.Fprintln(os.Stderr, "usage: meshmedic-sandbox up|down [--state DIR] [--faults=false] [--real-cni]")
 	os.Exit(2)
 }
 
-func up(state string, faults bool) (err error) {
+func up(state string, faults, realCNI bool) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("the sandbox needs root: it creates network namespaces and cgroups (run with sudo)")
 	}
@@ -82,6 +85,12 @@ func up(state string, faults bool) (err error) {
 	if err != nil {
 		return err
 	}
+	var cniBins string
+	if realCNI {
+		if cniBins, err = istiocni.FindBinaries(ctx); err != nil {
+			return err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(state, "pid"), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 		return err
 	}
@@ -103,7 +112,16 @@ func up(state string, faults bool) (err error) {
 		return err
 	}
 	defer logFile.Close()
-	node, err := sandbox.StartNode(ctx, cs, sandbox.Options{DNS: true, Log: logFile})
+	opts := sandbox.Options{DNS: true, Log: logFile}
+	if realCNI {
+		ca, err := os.ReadFile(cp.CACertFile)
+		if err != nil {
+			return err
+		}
+		logf("starting the real istio-cni (node agent, CNI plugin) and the ztunnel stand-in on the node")
+		opts.RealCNI = &sandbox.RealCNIOptions{BinDir: cniBins, APIServer: strings.TrimPrefix(cp.Host, "https://"), CACert: ca}
+	}
+	node, err := sandbox.StartNode(ctx, cs, opts)
 	if err != nil {
 		return err
 	}
@@ -158,6 +176,15 @@ func breakSome(ctx context.Context, cs kubernetes.Interface, node *sandbox.Node)
 	}
 	if cart == nil || frontend == nil {
 		return errors.New("demo pods not found")
+	}
+	if rc := node.RealCNI(); rc != nil {
+		// ztunnel (the stand-in) loses the listeners while it and istio-cni still say enrolled.
+		logf("breaking shop/%s (ztunnel lost every listener: the reboot orphan's symptom)", cart.Name)
+		if err := rc.Control().Lose(ctx, string(cart.UID)); err != nil {
+			return err
+		}
+		logf("breaking shop/%s (ztunnel lost its HBONE listener 15008: partial capture)", frontend.Name)
+		return rc.Control().Lose(ctx, string(frontend.UID), podsim.PortHBONE)
 	}
 	logf("breaking shop/%s (all ztunnel listeners flushed: the reboot orphan)", cart.Name)
 	if err := node.Flush("shop", cart.Name); err != nil {
