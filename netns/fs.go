@@ -51,7 +51,7 @@ func NewFS(root string) (FS, error) {
 	if !st.IsDir() {
 		return FS{}, fmt.Errorf("proc root %s: %w: not a directory", root, ErrNotProcRoot)
 	}
-	f, err := os.Open(root)
+	f, err := openDir(root)
 	if err != nil {
 		return FS{}, fmt.Errorf("proc root %s: %w", root, err)
 	}
@@ -104,6 +104,12 @@ func (f FS) pidPath(pid int, elem string) string {
 	return f.root + "/" + strconv.Itoa(pid) + "/" + elem
 }
 
+// openDir opens a directory, failing (not blocking) on anything else: a FIFO put where
+// the proc root was would block a plain open.
+func openDir(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
+}
+
 func parsePID(name string) (int, bool) {
 	if name == "" || name[0] < '1' || name[0] > '9' {
 		return 0, false
@@ -114,7 +120,7 @@ func parsePID(name string) (int, bool) {
 
 // PIDs lists the process directories of the proc root, in directory order.
 func (f FS) PIDs() ([]int, error) {
-	d, err := os.Open(f.root)
+	d, err := openDir(f.root)
 	if err != nil {
 		return nil, fmt.Errorf("proc root %s: %w", f.root, err)
 	}
@@ -187,7 +193,8 @@ func (f FS) HostNetns() (uint64, error) {
 
 // StartTime returns process pid's start time in clock ticks after boot (field 22 of stat).
 func (f FS) StartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile(f.pidPath(pid, "stat"))
+	var arr [512]byte
+	data, err := readSmallString(f.pidPath(pid, "stat"), arr[:0], maxStatBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -200,7 +207,8 @@ func (f FS) StartTime(pid int) (uint64, error) {
 
 // PodUIDOf returns the pod UID named by process pid's cgroup file ("" when none).
 func (f FS) PodUIDOf(pid int) (string, error) {
-	data, err := os.ReadFile(f.pidPath(pid, "cgroup"))
+	var arr [1024]byte
+	data, err := readSmallString(f.pidPath(pid, "cgroup"), arr[:0], maxCgroupBytes)
 	if err != nil {
 		return "", err
 	}

@@ -1,7 +1,6 @@
 package netns
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -78,17 +77,7 @@ func InspectSandbox(r SocketReader, s Sandbox, opt ReadOptions) PodNetns {
 	}
 	p.Capture = l.Capture(opt.Required)
 	if p.Capture == CaptureUnknown {
-		p.Err = errors.Join(tableErr(l.TCP6), tableErr(l.TCP))
-		if p.Err == nil {
-			p.Err = fmt.Errorf("pod %s pid %d: no socket table found", s.PodUID, s.PID)
-		}
+		p.Err = fmt.Errorf("pod %s pid %d: %w", s.PodUID, s.PID, l.Err())
 	}
 	return p
-}
-
-func tableErr(t Table) error {
-	if t.Status == TableUnreadable {
-		return fmt.Errorf("%s: %w", t.Name, t.Err)
-	}
-	return nil
 }

@@ -84,7 +84,7 @@ func (f FS) Sandboxes() (Scan, error) {
 	path := make([]byte, 0, len(f.root)+32) // "<root>/<pid>/cgroup\x00", reused: most processes are not pods
 	for _, pid := range pids {
 		path = append(strconv.AppendInt(append(append(path[:0], f.root...), '/'), int64(pid), 10), "/cgroup\x00"...)
-		buf, err = readFileAt(path, buf[:0])
+		buf, err = readSmall(path, buf[:0], maxCgroupBytes)
 		if err != nil {
 			if !gone(err) {
 				sc.Problems = append(sc.Problems, &ProcessError{PID: pid, Err: err})
@@ -158,7 +158,7 @@ func (f FS) candidate(pid int, dir string, buf *[]byte) (candidate, error) {
 	if err != nil {
 		return candidate{}, err
 	}
-	*buf, err = readFileInto(dir+"/stat", (*buf)[:0])
+	*buf, err = readSmallString(dir+"/stat", (*buf)[:0], maxStatBytes)
 	if err != nil {
 		return candidate{}, err
 	}

@@ -25,7 +25,7 @@ func TestAppendSocketsRealRows(t *testing.T) {
 	socks, st := AppendSockets(nil, []byte(realTCP6), 0)
 	require.Len(t, socks, 1)
 	assert.Equal(t, Socket{Addr: netip.IPv6Unspecified(), Port: 15001, State: StateListen, UID: 0, Inode: 4113}, socks[0])
-	assert.Equal(t, TableStats{Rows: 1, Header: true}, st)
+	assert.Equal(t, TableStats{Rows: 1, Header: true, Bytes: int64(len(realTCP6))}, st)
 
 	socks, st = AppendSockets(nil, []byte(realTCP), 0)
 	require.Len(t, socks, 1)
