@@ -400,6 +400,102 @@ func TestEvidenceOtherFiles(t *testing.T) {
 	tree.Symlink(100, "net/if_inet6", "/dev/zero")
 	_, err = fs.LocalAddrs(100)
 	assert.ErrorIs(t, err, netns.ErrNotRegularFile)
+
+	// comm of kthreadd as a FIFO: not kthreadd, no hang.
+	require.NoError(t, os.Remove(filepath.Join(tree.Root, "1", "ns", "net")))
+	tree.Add(nt.Proc{PID: 2, Start: 1, Netns: nt.HostNetns, Cgroup: "0::/\n"})
+	tree.Fifo(2, "comm")
+	within(t, "HostNetns", func() { _, err = fs.HostNetns() })
+	assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown)
+}
+
+// When neither PID 1's nor kthreadd's netns can be read, no process can be told from the
+// host netns: Sandboxes and InspectNode fail naming the cause, rather than judge a CRI-O
+// pod from conmon, which sits in the pod's cgroup but in the host netns (and is older than
+// the pod's sandbox).
+func TestEvidenceHostNetnsUnknowable(t *testing.T) {
+	const uid = "00000000-0000-0000-0000-00000000c410"
+	tree := nt.NewTree(t)
+	crio := "1:name=systemd:/kubepods/burstable/pod" + uid + "/crio-conmon-1\n"
+	// conmon: older, the host's sockets (nothing of ztunnel's) in its net/tcp6.
+	tree.Add(nt.Proc{PID: 100, Comm: "conmon", Cgroup: crio, Start: 10, Netns: nt.HostNetns, TCP6: nt.Ptr(hdr6), TCP: nt.Ptr(app4)})
+	tree.Add(nt.Proc{PID: 200, Cgroup: nt.KubepodsCgroup(uid), Start: 20, Netns: 4026532201, TCP6: nt.Ptr(ztun6), TCP: nt.Ptr(hdr4)})
+	fs, err := netns.NewFS(tree.Root)
+	require.NoError(t, err)
+
+	rep, err := netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	require.Len(t, rep.Pods, 1)
+	assert.Equal(t, 200, rep.Pods[0].PID, "the sandbox, not conmon")
+	assert.Equal(t, netns.Captured, rep.Pods[0].Capture)
+
+	require.NoError(t, os.Remove(filepath.Join(tree.Root, "1", "ns", "net")))
+	for _, step := range []struct {
+		name string
+		set  func()
+		why  string
+	}{
+		{"no pid 2", func() {}, "pid 2 is not kthreadd"},
+		{"pid 2 is not kthreadd", func() {
+			tree.Add(nt.Proc{PID: 2, Comm: "systemd-journal", Start: 2, Netns: nt.HostNetns, Cgroup: "0::/\n", Extra: map[string]string{"comm": "systemd-journal\n"}})
+		}, "pid 2 is not kthreadd"},
+		{"kthreadd without a netns link", func() {
+			tree.Remove(2)
+			tree.Add(nt.Proc{PID: 2, Start: 1, Cgroup: "0::/\n", Extra: map[string]string{"comm": "kthreadd\n"}})
+		}, "kthreadd (pid 2): readlink"},
+	} {
+		step.set()
+		_, err := fs.HostNetns()
+		require.ErrorIs(t, err, netns.ErrHostNetnsUnknown, step.name)
+		assert.ErrorContains(t, err, "pid 1: readlink", step.name)
+		assert.ErrorContains(t, err, step.why, step.name)
+		_, err = fs.Sandboxes()
+		assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown, step.name)
+		assert.ErrorContains(t, err, "cannot tell pod sandboxes from processes in the host netns", step.name)
+		_, err = netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+		assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown, step.name)
+	}
+
+	// kthreadd readable: known again, and the pod is judged from its sandbox.
+	tree.Remove(2)
+	tree.Add(nt.Proc{PID: 2, Start: 1, Netns: nt.HostNetns, Cgroup: "0::/\n", Extra: map[string]string{"comm": "kthreadd\n"}})
+	rep, err = netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	assert.Equal(t, 200, rep.Pods[0].PID)
+}
+
+// In the proc-net identity (the capability-free agent) the host netns is named by the
+// inode of 1/net/dev, the same way every process's netns is; without it the host netns is
+// unknown too.
+func TestEvidenceHostNetnsProcNetIdentity(t *testing.T) {
+	const uid = "00000000-0000-0000-0000-00000000c410"
+	tree := nt.NewTree(t)
+	crio := "1:name=systemd:/kubepods/burstable/pod" + uid + "/crio-conmon-1\n"
+	tree.Add(nt.Proc{PID: 100, Comm: "conmon", Cgroup: crio, Start: 10, TCP6: nt.Ptr(hdr6), TCP: nt.Ptr(app4)})
+	tree.Add(nt.Proc{PID: 200, Cgroup: nt.KubepodsCgroup(uid), Start: 20, TCP6: nt.Ptr(ztun6), TCP: nt.Ptr(hdr4)})
+	// One net/dev per netns: the host's shared by PID 1 and conmon (a hard link: same inode).
+	hostDev := tree.Place(1, "net/dev", func(p string) error { return os.WriteFile(p, []byte("host\n"), 0o444) })
+	tree.Place(100, "net/dev", func(p string) error { return os.Link(hostDev, p) })
+	tree.Place(200, "net/dev", func(p string) error { return os.WriteFile(p, []byte("pod\n"), 0o444) })
+	fs, err := netns.NewFS(tree.Root)
+	require.NoError(t, err)
+	fs = fs.WithIdentity(netns.IdentityProcNet)
+
+	host, err := fs.HostNetns()
+	require.NoError(t, err)
+	conmon, err := fs.NetnsOf(100)
+	require.NoError(t, err)
+	assert.Equal(t, host, conmon)
+	rep, err := netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	require.Len(t, rep.Pods, 1)
+	assert.Equal(t, 200, rep.Pods[0].PID)
+	assert.Equal(t, netns.Captured, rep.Pods[0].Capture)
+
+	require.NoError(t, os.Remove(hostDev))
+	_, err = netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	require.ErrorIs(t, err, netns.ErrHostNetnsUnknown)
+	assert.ErrorContains(t, err, "1/net/dev")
 }
 
 // A reader that never makes progress cannot spin ParseSocketTable for ever.
