@@ -271,8 +271,9 @@ func (l *Listeners) AddTable(name string, r io.Reader, opt ReadOptions) Table {
 	if r == nil {
 		return Table{Name: name, Status: TableMissing}
 	}
-	label := []byte(name)
-	return addTable(l, name, label, r, make([]byte, tableBufSize), opt.maxTableBytes())
+	bp := tableBufs.Get().(*[]byte)
+	defer tableBufs.Put(bp)
+	return addTable(l, name, []byte(name), r, *bp, opt.maxTableBytes())
 }
 
 // ListenersFromTables builds Listeners from the contents of tcp6 and tcp read by other

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync"
 )
 
 // State is a socket state as the kernel prints it in /proc/net/tcp* (include/net/tcp_states.h).
@@ -141,8 +142,14 @@ const tableBufSize = 64 << 10
 // DefaultMaxTableBytes (then TableStats.Truncated is set); a single row longer than 64 KiB
 // is skipped and counted as malformed.
 func ParseSocketTable(r io.Reader, want States, dst []Socket) ([]Socket, TableStats, error) {
-	return scanTable(r, make([]byte, tableBufSize), DefaultMaxTableBytes, want, dst)
+	bp := tableBufs.Get().(*[]byte)
+	defer tableBufs.Put(bp)
+	return scanTable(r, *bp, DefaultMaxTableBytes, want, dst)
 }
+
+// tableBufs holds *[]byte of tableBufSize for the io.Reader entry points (ParseSocketTable,
+// Listeners.AddTable); ProcReader pools its own with its path buffer.
+var tableBufs = sync.Pool{New: func() any { b := make([]byte, tableBufSize); return &b }}
 
 // errNoProgress: a reader that keeps returning no data and no error.
 var errNoProgress = errors.New("socket table reader returned no data 100 times in a row")
