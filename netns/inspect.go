@@ -25,7 +25,8 @@ type NodeReport struct {
 // InspectNode walks the proc root, finds every pod sandbox and reads its listeners with r,
 // judging capture on required (CorePorts when nil). A host-network pod is reported as
 // such and its sockets are not read (they would be the host's). Per-pod read errors make
-// that pod unknown; they never fail the whole report.
+// that pod unknown; they never fail the whole report. A host netns that cannot be named
+// does (ErrHostNetnsUnknown, from FS.Sandboxes): then no pod can be placed.
 func InspectNode(f FS, r SocketReader, opt ReadOptions) (NodeReport, error) {
 	sc, err := f.Sandboxes()
 	if err != nil {
