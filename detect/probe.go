@@ -1,10 +1,10 @@
 package detect
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"slices"
+	"io"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -76,56 +76,23 @@ var (
 
 func podName(pod *corev1.Pod) string { return pod.Namespace + "/" + pod.Name }
 
-// addTable parses one socket table's contents into l the way netns.ProcReader does: LISTEN
-// rows only, ztunnel's listeners judged by netns.IsZtunnelListener, a table with no
-// parsable row at all is unreadable.
-func addTable(l *netns.Listeners, name string, data []byte) netns.Table {
-	t := netns.Table{Name: name}
-	first := len(l.Sockets)
-	l.Sockets, t.Stats = netns.AppendSockets(l.Sockets, data, netns.StatesOf(netns.StateListen))
-	if t.Stats.Rows == 0 && t.Stats.Malformed > 0 {
-		l.Sockets = l.Sockets[:first]
-		t.Status = netns.TableUnreadable
-		t.Err = fmt.Errorf("%s: no parsable row (%d malformed, first at line %d)", name, t.Stats.Malformed, t.Stats.FirstMalformed)
-		return t
-	}
-	t.Status = netns.TableOK
-	for _, s := range l.Sockets[first:] {
-		if netns.IsZtunnelListener(s) {
-			if i, found := slices.BinarySearch(l.Ports, s.Port); !found {
-				l.Ports = slices.Insert(l.Ports, i, s.Port)
-			}
-		}
-	}
-	return t
-}
-
-// needTCP is netns.ProcReader's rule: read tcp unless tcp6 was read and already shows
-// every required listener (or Full asks for both).
-func needTCP(l netns.Listeners, opt netns.ReadOptions) bool {
-	required := opt.Required
-	if required == nil {
-		required = netns.CorePorts
-	}
-	return opt.Full || l.TCP6.Status != netns.TableOK || !l.HasAll(required)
-}
-
 // ListenersFromTables builds Listeners from the contents of /proc/net/tcp6 and
 // /proc/net/tcp as read by some other means (exec, a file); nil means the table was
-// missing. It is the parser shared by the exec and ephemeral probers.
+// missing as a file.
+//
+// Deprecated: use netns.ListenersFromTables, which holds the rules (a table a kernel would
+// never print proves nothing, malformed rows and a cut table prove presence only, every
+// read bounded) and reads from an io.Reader. This wrapper calls it with default options.
 func ListenersFromTables(tcp6, tcp []byte) netns.Listeners {
-	l := netns.Listeners{Ports: []uint16{}}
-	if tcp6 == nil {
-		l.TCP6 = netns.Table{Name: "tcp6", Status: netns.TableMissing}
-	} else {
-		l.TCP6 = addTable(&l, "tcp6", tcp6)
+	return netns.ListenersFromTables(tableReader(tcp6), tableReader(tcp), netns.ReadOptions{})
+}
+
+// tableReader is a reader over b, or nil (a missing table) when b is nil.
+func tableReader(b []byte) io.Reader {
+	if b == nil {
+		return nil
 	}
-	if tcp == nil {
-		l.TCP = netns.Table{Name: "tcp", Status: netns.TableMissing}
-	} else {
-		l.TCP = addTable(&l, "tcp", tcp)
-	}
-	return l
+	return bytes.NewReader(b)
 }
 
 type requiredKey struct{}

@@ -191,6 +191,7 @@ func FuzzParseAmbientCapturedCondition(f *testing.F) {
 func FuzzListenersFromTables(f *testing.F) {
 	f.Add([]byte("  sl  local_address rem_address\n   0: 00000000000000000000000000000000:3A99 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0 1 0\n"), []byte("x"), false)
 	f.Add([]byte(""), []byte("  sl\n   0: 0100007F:3ACD 00000000:0000 0A\n"), true)
+	f.Add([]byte("  sl  local_address remote_address st\n"), []byte("  sl  local_address rem_address\n   0: 0100007F:3ACD 00000000:0000 0A 0:0 0:0 0 0 0 7\nbad\n"), false)
 	f.Fuzz(func(t *testing.T, tcp6, tcp []byte, missing6 bool) {
 		if missing6 {
 			tcp6 = nil
@@ -206,6 +207,13 @@ func FuzzListenersFromTables(f *testing.F) {
 				t.Fatalf("non-LISTEN socket kept: %v", s)
 			}
 		}
-		_ = l.Capture(nil)
+		// Only proof counts: partial or none needs both tables ok or missing.
+		if c := l.Capture(nil); c == netns.CapturePartial || c == netns.CaptureNone {
+			for _, tb := range []netns.Table{l.TCP6, l.TCP} {
+				if tb.Status != netns.TableOK && tb.Status != netns.TableMissing {
+					t.Fatalf("%s from a %s table: %+v", c, tb.Status, l)
+				}
+			}
+		}
 	})
 }

@@ -72,15 +72,16 @@ func runningContainer(pod *corev1.Pod) string {
 	return ""
 }
 
-// readTablesByExec cats tcp6, then tcp when netns.ProcReader's rule says so.
+// readTablesByExec cats tcp6, then tcp when netns's rule (Listeners.NeedTCP) says so.
+// Each table goes through netns's table rules and byte cap (Listeners.AddTable).
 func readTablesByExec(ctx context.Context, x Executor, pod *corev1.Pod, container string, opt netns.ReadOptions) (netns.Listeners, error) {
 	l := netns.Listeners{Ports: []uint16{}}
 	var err error
-	if l.TCP6, err = catTable(ctx, x, pod, container, "tcp6", &l); err != nil {
+	if l.TCP6, err = catTable(ctx, x, pod, container, "tcp6", &l, opt); err != nil {
 		return l, err
 	}
-	if needTCP(l, opt) {
-		if l.TCP, err = catTable(ctx, x, pod, container, "tcp", &l); err != nil {
+	if l.NeedTCP(opt) {
+		if l.TCP, err = catTable(ctx, x, pod, container, "tcp", &l, opt); err != nil {
 			return l, err
 		}
 	} else {
@@ -92,11 +93,15 @@ func readTablesByExec(ctx context.Context, x Executor, pod *corev1.Pod, containe
 // catTable runs `cat /proc/net/<name>` and parses it into l. A missing file is
 // TableMissing; a missing cat is ErrNoShell; RBAC refusal is ErrForbidden; other failures
 // make the table unreadable.
-func catTable(ctx context.Context, x Executor, pod *corev1.Pod, container, name string, l *netns.Listeners) (netns.Table, error) {
+func catTable(ctx context.Context, x Executor, pod *corev1.Pod, container, name string, l *netns.Listeners, opt netns.ReadOptions) (netns.Table, error) {
 	path := "/proc/net/" + name
-	stdout, stderr, err := x.Exec(ctx, pod.Namespace, pod.Name, container, []string{"cat", path})
+	stdout, stderr, err := execBounded(ctx, x, pod.Namespace, pod.Name, container, []string{"cat", path})
 	if err == nil {
-		return addTable(l, name, stdout), nil
+		t := l.AddTable(name, bytes.NewReader(stdout), opt)
+		if t.Err != nil {
+			t.Err = fmt.Errorf("pod %s: cat %s: %w", podName(pod), path, t.Err)
+		}
+		return t, nil
 	}
 	if ctx.Err() != nil {
 		return netns.Table{}, fmt.Errorf("pod %s: exec cat %s: %w", podName(pod), path, ctx.Err())
@@ -114,6 +119,34 @@ func catTable(ctx context.Context, x Executor, pod *corev1.Pod, container, name 
 		err = fmt.Errorf("%w: %s", err, msg)
 	}
 	return netns.Table{Name: name, Status: netns.TableUnreadable, Err: fmt.Errorf("pod %s: cat %s: %w", podName(pod), path, err)}, nil
+}
+
+// execBounded runs cmd through x and returns when ctx is done even if x does not: an
+// Executor that ignores ctx cannot hold a probe past the Engine's per-pod deadline. Its
+// goroutine ends whenever x returns (the channel is buffered); what it returns that late
+// is dropped. The bytes are bounded by the Executor (SPDYExecutor caps its output) and
+// by the table parser's cap.
+func execBounded(ctx context.Context, x Executor, namespace, pod, container string, cmd []string) ([]byte, []byte, error) {
+	type result struct {
+		stdout, stderr []byte
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		o, e, err := x.Exec(ctx, namespace, pod, container, cmd)
+		done <- result{o, e, err}
+	}()
+	select {
+	case r := <-done:
+		return r.stdout, r.stderr, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-done: // it returned too: its own answer
+			return r.stdout, r.stderr, r.err
+		default:
+			return nil, nil, ctx.Err()
+		}
+	}
 }
 
 type failure int

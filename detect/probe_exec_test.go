@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -169,4 +170,57 @@ func TestExecProberRequiredFromEngine(t *testing.T) {
 	assert.Equal(t, []uint16{15001, 15006, 15008, 15053}, f.Expected)
 	assert.Equal(t, ClassCaptured, f.Class)
 	assert.Len(t, x.calls, 2)
+}
+
+// The exec probers judge tables by netns's rules: what a kernel would never print, or a
+// table with a malformed row where a listener should be, is unknown through the Engine.
+func TestExecProberEvidenceIsUnknown(t *testing.T) {
+	two6 := netnstest.TCP6(netnstest.Listen("[::]:15001", 1), netnstest.Listen("[::]:15006", 2))
+	for _, c := range []struct {
+		name      string
+		tcp6, tcp string
+		want      Class
+	}{
+		{"proven orphan", netnstest.TCP6(), netnstest.TCP(), ClassOrphaned},
+		{"empty output", "", "", ClassUnknown},
+		{"headerless rows", two6[strings.IndexByte(two6, '\n')+1:], netnstest.TCP(), ClassUnknown},
+		{"malformed row where 15008 should be", two6 + "   2: 00000000000000000000000000000000:3AA0 0000\n", netnstest.TCP(), ClassUnknown},
+		{"malformed row, every listener present", netnstest.TCP6(netnstest.Ztunnel(false, 1)...) + "junk\n", netnstest.TCP(), ClassCaptured},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			x := &fakeExec{files: map[string]string{"/proc/net/tcp6": c.tcp6, "/proc/net/tcp": c.tcp}}
+			w := newWorld(*runningPod())
+			rep, err := New(w, w, NewExecProber(x)).Scan(context.Background(), "")
+			require.NoError(t, err)
+			assert.Equal(t, c.want, rep.Findings[0].Class)
+		})
+	}
+}
+
+// blockingExec ignores its context and never returns until released.
+type blockingExec struct{ release chan struct{} }
+
+func (b blockingExec) Exec(context.Context, string, string, string, []string) ([]byte, []byte, error) {
+	<-b.release
+	return nil, nil, errors.New("released")
+}
+
+// An Executor that ignores its context cannot hold a probe past the probe's deadline.
+func TestExecProberBoundedByContext(t *testing.T) {
+	x := blockingExec{release: make(chan struct{})}
+	t.Cleanup(func() { close(x.release) })
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err = NewExecProber(x).Probe(ctx, runningPod())
+	}()
+	cancel()
+	select {
+	case <-done: // liveness bound, not a timing assertion
+	case <-time.After(10 * time.Second):
+		t.Fatal("Probe has not returned 10 s after its context was cancelled")
+	}
+	assert.ErrorIs(t, err, context.Canceled)
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
-	"os"
 	"slices"
 )
 
@@ -70,9 +69,10 @@ func (f FS) LocalAddrs(pid int) ([]netip.Addr, error) {
 	missing := 0
 	for _, t := range []struct {
 		name  string
+		limit int64
 		parse func(io.Reader) ([]netip.Addr, error)
-	}{{"net/fib_trie", ParseFibTrieLocal}, {"net/if_inet6", ParseIfInet6}} {
-		file, err := os.Open(f.pidPath(pid, t.name))
+	}{{"net/fib_trie", maxFibTrieBytes, ParseFibTrieLocal}, {"net/if_inet6", maxIfInet6Bytes, ParseIfInet6}} {
+		file, err := openCapped(f.pidPath(pid, t.name), t.limit)
 		if errors.Is(err, fs.ErrNotExist) {
 			missing++
 			continue
@@ -83,7 +83,7 @@ func (f FS) LocalAddrs(pid int) ([]netip.Addr, error) {
 		addrs, err := t.parse(file)
 		file.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.pidPath(pid, t.name), err)
+			return nil, err
 		}
 		out = append(out, addrs...)
 	}

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,10 +64,6 @@ var netlinkBufs = sync.Pool{New: func() any { b := make([]byte, netlinkBufSize);
 
 // Listeners implements SocketReader.
 func (r *DiagReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
-	required := opt.Required
-	if required == nil {
-		required = CorePorts
-	}
 	l := Listeners{TCP6: Table{Name: "tcp6"}, TCP: Table{Name: "tcp"}}
 	fd, err := r.open(pid)
 	if err != nil {
@@ -84,7 +79,7 @@ func (r *DiagReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
 
 	l.Sockets, l.Ports = make([]Socket, 0, 16), make([]uint16, 0, 5)
 	l.TCP6 = r.dump(fd, pid, unix.AF_INET6, *bp, &l)
-	if l.TCP6.Status == TableOK && !opt.Full && l.HasAll(required) {
+	if !l.NeedTCP(opt) {
 		l.TCP.Status = TableSkipped
 	} else {
 		l.TCP = r.dump(fd, pid, unix.AF_INET, *bp, &l)
@@ -103,7 +98,9 @@ func (r *DiagReader) open(pid int) (int, error) {
 // (the capabilities the caller's reader needs).
 func netlinkIn(root string, pid, proto int, hint string) (int, error) {
 	path := root + "/" + strconv.Itoa(pid) + "/ns/net"
-	nsfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO put where the nsfs file should be must fail (setns refuses
+	// anything but a namespace), not block the open.
+	nsfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		err = &fs.PathError{Op: "open", Path: path, Err: err}
 		switch {
@@ -243,13 +240,7 @@ func (r *DiagReader) dump(fd, pid int, family uint8, buf []byte, l *Listeners) T
 		return fail(err)
 	}
 	t.Status = TableOK
-	for _, s := range l.Sockets[first:] {
-		if IsZtunnelListener(s) {
-			if i, found := slices.BinarySearch(l.Ports, s.Port); !found {
-				l.Ports = slices.Insert(l.Ports, i, s.Port)
-			}
-		}
-	}
+	l.addPorts(first)
 	return t
 }
 

@@ -51,7 +51,7 @@ func NewFS(root string) (FS, error) {
 	if !st.IsDir() {
 		return FS{}, fmt.Errorf("proc root %s: %w: not a directory", root, ErrNotProcRoot)
 	}
-	f, err := os.Open(root)
+	f, err := openDir(root)
 	if err != nil {
 		return FS{}, fmt.Errorf("proc root %s: %w", root, err)
 	}
@@ -69,17 +69,30 @@ func NewFS(root string) (FS, error) {
 	}
 }
 
-// detectIdentity picks IdentityProcNet when neither PID 1's nor kthreadd's ns/net link can
-// be read for lack of permission (the reader has fewer capabilities than they do), else
-// IdentityNsfs. A tree without PID 1 or 2 (a test fixture) keeps IdentityNsfs.
+// detectIdentity picks IdentityNsfs when the host netns can be named by it — PID 1's
+// ns/net link reads, or (HostNetns's fallback) kthreadd's does — or when PID 1's link fails
+// for another reason than permission (a test tree without it). When PID 1's link is closed
+// to us (the reader has fewer capabilities than PID 1) and kthreadd's cannot stand in — it
+// is closed too, or there is no kthreadd (the PID namespace of a nested node) — it picks
+// IdentityProcNet, which needs no ptrace access and so can name the host netns.
 func detectIdentity(root string) NetnsIdentity {
-	for _, pid := range []string{"1", "2"} {
-		_, err := os.Readlink(root + "/" + pid + "/ns/net")
-		if err == nil || !errors.Is(err, fs.ErrPermission) {
+	_, err := os.Readlink(root + "/1/ns/net")
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return IdentityNsfs
+	}
+	if isKthreadd(root) {
+		if _, err := os.Readlink(root + "/2/ns/net"); err == nil {
 			return IdentityNsfs
 		}
 	}
 	return IdentityProcNet
+}
+
+// isKthreadd reports whether PID 2 of the proc root is the kernel's kthreadd.
+func isKthreadd(root string) bool {
+	var arr [maxCommBytes]byte
+	comm, err := readSmallString(root+"/2/comm", arr[:0], maxCommBytes)
+	return err == nil && strings.TrimSpace(string(comm)) == "kthreadd"
 }
 
 // Root returns the proc root's path.
@@ -104,6 +117,12 @@ func (f FS) pidPath(pid int, elem string) string {
 	return f.root + "/" + strconv.Itoa(pid) + "/" + elem
 }
 
+// openDir opens a directory, failing (not blocking) on anything else: a FIFO put where
+// the proc root was would block a plain open.
+func openDir(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
+}
+
 func parsePID(name string) (int, bool) {
 	if name == "" || name[0] < '1' || name[0] > '9' {
 		return 0, false
@@ -114,7 +133,7 @@ func parsePID(name string) (int, bool) {
 
 // PIDs lists the process directories of the proc root, in directory order.
 func (f FS) PIDs() ([]int, error) {
-	d, err := os.Open(f.root)
+	d, err := openDir(f.root)
 	if err != nil {
 		return nil, fmt.Errorf("proc root %s: %w", f.root, err)
 	}
@@ -167,27 +186,39 @@ func ParseNetnsLink(target string) (uint64, error) {
 	return ino, nil
 }
 
-// HostNetns returns the inode of the host's network namespace: that of PID 1 in this
-// proc root (meshmedic runs with hostPID). Reading another process's ns/net link needs
-// ptrace-read access, which a reader with fewer capabilities than PID 1 lacks (EACCES); then
-// kthreadd (PID 2, comm "kthreadd") is used: kernel threads always live in the initial
-// network namespace.
+// ErrHostNetnsUnknown is wrapped when the host's network namespace cannot be named:
+// neither PID 1's nor kthreadd's netns can be read. Then no process can be told apart from
+// one in the host netns (CRI-O's conmon, a host-network pod), so no pod can be judged from
+// its processes: FS.Sandboxes fails with it.
+var ErrHostNetnsUnknown = errors.New("host network namespace unknown")
+
+// HostNetns returns the identity of the host's network namespace: that of PID 1 in this
+// proc root (meshmedic runs with hostPID), named the way NetnsOf names every netns (so in
+// IdentityProcNet mode it is the inode of 1/net/dev). Reading another process's ns/net link
+// needs ptrace-read access, which a reader with fewer capabilities than PID 1 lacks
+// (EACCES); then kthreadd (PID 2, comm "kthreadd") is used: kernel threads always live in
+// the initial network namespace. When neither can be read the error wraps
+// ErrHostNetnsUnknown.
 func (f FS) HostNetns() (uint64, error) {
 	ino, err := f.NetnsOf(1)
 	if err == nil {
 		return ino, nil
 	}
-	if comm, cerr := os.ReadFile(f.pidPath(2, "comm")); cerr == nil && strings.TrimSpace(string(comm)) == "kthreadd" {
-		if ino, kerr := f.NetnsOf(2); kerr == nil {
-			return ino, nil
+	why := "pid 2 is not kthreadd"
+	if isKthreadd(f.root) {
+		kino, kerr := f.NetnsOf(2)
+		if kerr == nil {
+			return kino, nil
 		}
+		why = "kthreadd (pid 2): " + kerr.Error()
 	}
-	return 0, fmt.Errorf("host netns (pid 1): %w", err)
+	return 0, fmt.Errorf("%w under %s: pid 1: %w; %s", ErrHostNetnsUnknown, f.root, err, why)
 }
 
 // StartTime returns process pid's start time in clock ticks after boot (field 22 of stat).
 func (f FS) StartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile(f.pidPath(pid, "stat"))
+	var arr [512]byte
+	data, err := readSmallString(f.pidPath(pid, "stat"), arr[:0], maxStatBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -200,7 +231,8 @@ func (f FS) StartTime(pid int) (uint64, error) {
 
 // PodUIDOf returns the pod UID named by process pid's cgroup file ("" when none).
 func (f FS) PodUIDOf(pid int) (string, error) {
-	data, err := os.ReadFile(f.pidPath(pid, "cgroup"))
+	var arr [1024]byte
+	data, err := readSmallString(f.pidPath(pid, "cgroup"), arr[:0], maxCgroupBytes)
 	if err != nil {
 		return "", err
 	}

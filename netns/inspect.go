@@ -1,7 +1,6 @@
 package netns
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -26,7 +25,8 @@ type NodeReport struct {
 // InspectNode walks the proc root, finds every pod sandbox and reads its listeners with r,
 // judging capture on required (CorePorts when nil). A host-network pod is reported as
 // such and its sockets are not read (they would be the host's). Per-pod read errors make
-// that pod unknown; they never fail the whole report.
+// that pod unknown; they never fail the whole report. A host netns that cannot be named
+// does (ErrHostNetnsUnknown, from FS.Sandboxes): then no pod can be placed.
 func InspectNode(f FS, r SocketReader, opt ReadOptions) (NodeReport, error) {
 	sc, err := f.Sandboxes()
 	if err != nil {
@@ -78,17 +78,7 @@ func InspectSandbox(r SocketReader, s Sandbox, opt ReadOptions) PodNetns {
 	}
 	p.Capture = l.Capture(opt.Required)
 	if p.Capture == CaptureUnknown {
-		p.Err = errors.Join(tableErr(l.TCP6), tableErr(l.TCP))
-		if p.Err == nil {
-			p.Err = fmt.Errorf("pod %s pid %d: no socket table found", s.PodUID, s.PID)
-		}
+		p.Err = fmt.Errorf("pod %s pid %d: %w", s.PodUID, s.PID, l.Err())
 	}
 	return p
-}
-
-func tableErr(t Table) error {
-	if t.Status == TableUnreadable {
-		return fmt.Errorf("%s: %w", t.Name, t.Err)
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/meshmedic/meshmedic/internal/podsim"
 	"github.com/meshmedic/meshmedic/netns"
+	nt "github.com/meshmedic/meshmedic/netns/netnstest"
 )
 
 // These tests read real kernel objects through the real /proc: network namespaces,
@@ -271,5 +273,130 @@ func capFreeChild(t *testing.T) {
 	assert.Positive(t, c.TCP6)
 	if !t.Failed() {
 		fmt.Println("capfree-ok")
+	}
+}
+
+// A real table larger than the 64 KiB working buffer streams across reads, and a real
+// table cut at the byte cap proves presence only: ztunnel's listeners plus 1,000 app
+// listeners in one pod's netns (~150 KiB of tcp6).
+func TestKernelTableStreamingAndCap(t *testing.T) {
+	sim := newSim(t)
+	fs := procFS(t)
+	p, err := sim.AddPod(podsim.PodSpec{})
+	require.NoError(t, err)
+	require.NoError(t, sim.Capture(p, false))
+	for i := 0; i < 1000; i++ {
+		_, err := sim.Listen(p, netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(20000+i)))
+		require.NoError(t, err)
+	}
+	r := netns.NewProcReader(fs)
+	l, err := r.Listeners(p.PID, netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	assert.Equal(t, netns.TableOK, l.TCP6.Status, "%v", l.TCP6.Err)
+	assert.Greater(t, l.TCP6.Stats.Bytes, int64(64<<10), "the table spans several reads")
+	assert.Equal(t, 1003, l.TCP6.Stats.Rows)
+	assert.Len(t, l.Sockets, 1003)
+	assert.Equal(t, netns.Captured, l.Capture(nil))
+
+	// Cut at 16 KiB: what is shown is present, nothing is proven absent.
+	cut := netns.ReadOptions{Full: true, MaxTableBytes: 16 << 10}
+	l, err = r.Listeners(p.PID, cut)
+	require.NoError(t, err)
+	assert.Equal(t, netns.TableIncomplete, l.TCP6.Status)
+	assert.True(t, l.TCP6.Stats.Truncated)
+	assert.Equal(t, int64(16<<10), l.TCP6.Stats.Bytes)
+	assert.Contains(t, []netns.Capture{netns.Captured, netns.CaptureUnknown}, l.Capture(nil))
+
+	// The orphan: proven by the whole table, unknown from the cut one.
+	require.NoError(t, sim.Flush(p))
+	l, err = r.Listeners(p.PID, netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	assert.Equal(t, netns.CaptureNone, l.Capture(nil))
+	assert.Equal(t, 1000, l.TCP6.Stats.Rows)
+	l, err = r.Listeners(p.PID, cut)
+	require.NoError(t, err)
+	assert.Equal(t, netns.CaptureUnknown, l.Capture(nil))
+	assert.ErrorContains(t, l.Err(), "cut at the 16384-byte read limit")
+}
+
+// A fixture tree may link its tables to real proc files: openat follows the link, and the
+// opened file (S_IFREG, size 0) passes the type check.
+func TestKernelFixtureLinksToRealProc(t *testing.T) {
+	sim := newSim(t)
+	p, err := sim.AddPod(podsim.PodSpec{})
+	require.NoError(t, err)
+	require.NoError(t, sim.Capture(p, false))
+	tree := nt.NewTree(t)
+	const uid = "00000000-0000-0000-0000-0000000000aa"
+	tree.Add(nt.Proc{PID: 10, Cgroup: nt.KubepodsCgroup(uid), Start: 10, Netns: 4026532999})
+	for _, name := range []string{"tcp6", "tcp"} {
+		tree.Symlink(10, "net/"+name, fmt.Sprintf("/proc/%d/net/%s", p.PID, name))
+	}
+	fs, err := netns.NewFS(tree.Root)
+	require.NoError(t, err)
+	rep, err := netns.InspectNode(fs, netns.NewProcReader(fs), netns.ReadOptions{Full: true})
+	require.NoError(t, err)
+	require.Len(t, rep.Pods, 1)
+	assert.Equal(t, netns.Captured, rep.Pods[0].Capture, "%v", rep.Pods[0].Err)
+	assert.Equal(t, netns.TableOK, rep.Pods[0].Listeners.TCP.Status)
+}
+
+// TestKernelHostNetnsWithoutKthreadd reproduces a capability-free reader in a PID namespace
+// that has no kthreadd (a nested node): PID 1 (a root shell) keeps its ns/net link closed,
+// and PID 2 is the reader itself. The nsfs identity cannot name the host netns there, so
+// NewFS picks proc-net, which can (1/net/dev); forced to nsfs, the walk fails with
+// ErrHostNetnsUnknown instead of judging pods from processes that may be the host's.
+func TestKernelHostNetnsWithoutKthreadd(t *testing.T) {
+	if os.Getenv("MESHMEDIC_NOKTHREADD_CHILD") == "1" {
+		noKthreaddChild(t)
+		return
+	}
+	podsim.RequirePrivileged(t)
+	setpriv, err := exec.LookPath("setpriv")
+	require.NoError(t, err, "setpriv (util-linux) is needed to drop capabilities")
+	unshare, err := exec.LookPath("unshare")
+	require.NoError(t, err, "unshare (util-linux) is needed for a PID namespace")
+	child := strings.Join([]string{setpriv, "--reuid=65532", "--regid=65532", "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+		os.Args[0], "-test.run=^TestKernelHostNetnsWithoutKthreadd$", "-test.v"}, " ")
+	// The shell stays PID 1 (the child runs in the background, then wait): a root process
+	// whose ns/net the child may not read.
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", "sh", "-c", child+" & wait $!")
+	cmd.Env = append(os.Environ(), "MESHMEDIC_NOKTHREADD_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "child in a PID namespace:\n%s", out)
+	assert.Contains(t, string(out), "nokthreadd-ok")
+}
+
+func noKthreaddChild(t *testing.T) {
+	status, err := os.ReadFile("/proc/self/status")
+	require.NoError(t, err)
+	require.Contains(t, string(status), "CapEff:\t0000000000000000", "the child must run without capabilities")
+	_, err = os.Readlink("/proc/1/ns/net")
+	require.ErrorIs(t, err, os.ErrPermission, "PID 1's ns/net must be closed to the child")
+	comm, err := os.ReadFile("/proc/2/comm")
+	require.NoError(t, err)
+	require.NotEqual(t, "kthreadd\n", string(comm), "no kthreadd in this PID namespace")
+
+	fs, err := netns.NewFS("/proc")
+	require.NoError(t, err)
+	assert.Equal(t, netns.IdentityProcNet, fs.Identity())
+	host, err := fs.HostNetns()
+	require.NoError(t, err)
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat("/proc/self/net/dev", &st))
+	assert.Equal(t, st.Ino, host, "PID 1 shares this process's netns")
+	_, err = fs.Sandboxes()
+	require.NoError(t, err)
+
+	nsfs := fs.WithIdentity(netns.IdentityNsfs)
+	_, err = nsfs.HostNetns()
+	assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown)
+	_, err = nsfs.Sandboxes()
+	assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown)
+	_, err = netns.InspectNode(nsfs, netns.NewProcReader(nsfs), netns.ReadOptions{})
+	assert.ErrorIs(t, err, netns.ErrHostNetnsUnknown)
+	if !t.Failed() {
+		fmt.Println("nokthreadd-ok")
 	}
 }

@@ -3,13 +3,13 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // The listeners ztunnel opens inside a captured pod's network namespace (ISTIO-FACTS §2;
@@ -43,23 +43,54 @@ func IsZtunnelListener(s Socket) bool {
 	return false
 }
 
-// TableStatus says what became of one socket table.
+// TableStatus says what became of one socket table, and so what it can prove.
 type TableStatus string
 
 const (
-	TableOK         TableStatus = "ok"
-	TableMissing    TableStatus = "missing"    // the file does not exist (e.g. tcp6 on a kernel booted ipv6.disable=1)
-	TableUnreadable TableStatus = "unreadable" // it exists but could not be read, or no row of it parsed
-	TableSkipped    TableStatus = "skipped"    // not read: tcp6 already showed every required listener
-	TableNotTried   TableStatus = ""
+	// TableOK: the table is what a kernel prints (its header first, every row parsed, read
+	// to its end): a listener it does not show is absent.
+	TableOK TableStatus = "ok"
+	// TableMissing: the file does not exist (tcp6 on a kernel booted ipv6.disable=1). A
+	// fact, not an error: the other table tells.
+	TableMissing TableStatus = "missing"
+	// TableIncomplete: the table was read, but some of it could not be seen — malformed
+	// rows, or cut at the byte cap (ReadOptions.MaxTableBytes). The listeners it shows
+	// are present; one it does not show may be hidden, so it proves no absence.
+	TableIncomplete TableStatus = "incomplete"
+	// TableUnreadable: the file exists but could not be read (an error, not a regular
+	// file), or it is nothing a kernel would print: empty, or its first non-blank line is
+	// not the header. It proves nothing, presence included: its rows are not used.
+	TableUnreadable TableStatus = "unreadable"
+	// TableSkipped: not read, because tcp6 already showed every required listener.
+	TableSkipped TableStatus = "skipped"
+	// TableNotTried: not read at all.
+	TableNotTried TableStatus = ""
 )
 
 // Table is the outcome of reading one /proc/<pid>/net/<name> file.
 type Table struct {
 	Name   string // "tcp6", "tcp"
 	Status TableStatus
-	Err    error
+	Err    error // why Status is unreadable or incomplete
 	Stats  TableStats
+}
+
+// judge sets t's Status and Err from the stats of a table read without error, under the
+// rules of TableStatus; label names the table in Err.
+func (t *Table) judge(label []byte) {
+	st := t.Stats
+	switch {
+	case st.Bytes == 0:
+		t.Status, t.Err = TableUnreadable, fmt.Errorf("%s: empty: a kernel always prints the header line", pathString(label))
+	case !st.Header:
+		t.Status, t.Err = TableUnreadable, fmt.Errorf("%s: the first line is not the kernel's header (\"sl  local_address ...\"): not a socket table a kernel prints", pathString(label))
+	case st.Truncated:
+		t.Status, t.Err = TableIncomplete, fmt.Errorf("%s: cut at the %d-byte read limit: what lies beyond was not seen", pathString(label), st.Bytes)
+	case st.Malformed > 0:
+		t.Status, t.Err = TableIncomplete, fmt.Errorf("%s: %d malformed row(s), first at line %d: a listener may hide in them", pathString(label), st.Malformed, st.FirstMalformed)
+	default:
+		t.Status = TableOK
+	}
 }
 
 // Capture is the verdict on a pod's in-pod listeners (the node scan JSON contract).
@@ -101,11 +132,15 @@ func (l Listeners) HasAll(ports []uint16) bool {
 	return true
 }
 
-// Capture judges the pod on required (CorePorts when nil). Everything present is
-// captured even if a table was unreadable. Otherwise a table that exists but could not be
-// read — or no table at all — makes the verdict unknown: the missing listeners may be in
-// the table we could not see. A table missing as a file (tcp6 on an IPv6-less kernel) is a
-// fact, not an error.
+// Capture judges the pod on required (CorePorts when nil). Only proof counts:
+//
+//   - every required listener present → captured, whatever else was unreadable
+//     (presence needs one row; any table but an unreadable one can show it);
+//   - otherwise absence must be proven: both tables read in full (TableOK) or missing as
+//     a file, and at least one of them read. A table that is unreadable, incomplete
+//     (malformed rows, cut at the cap), skipped or not read may hold the missing listener,
+//     so the verdict is unknown, never partial or none;
+//   - then partial when some are present, none when none is.
 func (l Listeners) Capture(required []uint16) Capture {
 	if required == nil {
 		required = CorePorts
@@ -119,14 +154,54 @@ func (l Listeners) Capture(required []uint16) Capture {
 	if present == len(required) && present > 0 {
 		return Captured
 	}
-	readable := l.TCP6.Status == TableOK || l.TCP.Status == TableOK
-	if !readable || l.TCP6.Status == TableUnreadable || l.TCP.Status == TableUnreadable {
+	if l.absenceErr() != nil {
 		return CaptureUnknown
 	}
 	if present > 0 {
 		return CapturePartial
 	}
 	return CaptureNone
+}
+
+// Err says why the tables cannot prove a listener absent — an unreadable, incomplete,
+// skipped or unread table, or no table at all — and is nil when they can. Capture is
+// unknown exactly when Err is not nil and a required listener is missing.
+func (l Listeners) Err() error { return l.absenceErr() }
+
+func (l Listeners) absenceErr() error {
+	var errs []error
+	read := 0
+	for _, t := range [2]*Table{&l.TCP6, &l.TCP} {
+		switch t.Status {
+		case TableOK:
+			read++
+		case TableMissing:
+		case TableUnreadable, TableIncomplete:
+			if t.Err != nil {
+				errs = append(errs, t.Err) // it names the table
+			} else {
+				errs = append(errs, fmt.Errorf("%s: %s", tableName(t), t.Status))
+			}
+		case TableSkipped:
+			errs = append(errs, fmt.Errorf("%s: skipped (not read)", tableName(t)))
+		default:
+			errs = append(errs, fmt.Errorf("%s: not read", tableName(t)))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if read == 0 {
+		return errors.New("no socket table: tcp6 and tcp are both missing")
+	}
+	return nil
+}
+
+func tableName(t *Table) string {
+	if t.Name == "" {
+		return "table"
+	}
+	return t.Name
 }
 
 // Missing returns the ports of required that were not found.
@@ -138,6 +213,17 @@ func (l Listeners) Missing(required []uint16) []uint16 {
 		}
 	}
 	return out
+}
+
+// addPorts records the ztunnel listeners among l.Sockets[first:].
+func (l *Listeners) addPorts(first int) {
+	for _, s := range l.Sockets[first:] {
+		if IsZtunnelListener(s) {
+			if i, found := slices.BinarySearch(l.Ports, s.Port); !found {
+				l.Ports = slices.Insert(l.Ports, i, s.Port)
+			}
+		}
+	}
 }
 
 // ErrProcessGone is returned when the process vanished before or while it was read.
@@ -152,6 +238,73 @@ type ReadOptions struct {
 	// loopback-only listeners (127.0.0.1:15053) are reported too. It costs a second walk of
 	// the kernel's TCP hash table.
 	Full bool
+	// MaxTableBytes caps the bytes read of each socket table; DefaultMaxTableBytes when 0
+	// or less. A table cut by the cap is TableIncomplete.
+	MaxTableBytes int64
+}
+
+func (o ReadOptions) maxTableBytes() int64 {
+	if o.MaxTableBytes <= 0 {
+		return DefaultMaxTableBytes
+	}
+	return o.MaxTableBytes
+}
+
+// NeedTCP is the rule every table reader follows after reading tcp6 into l: read tcp
+// too, unless tcp6 already proved every required listener present (ReadOptions.Required,
+// CorePorts when nil) and Full does not ask for both.
+func (l Listeners) NeedTCP(opt ReadOptions) bool {
+	required := opt.Required
+	if required == nil {
+		required = CorePorts
+	}
+	return opt.Full || !l.HasAll(required) || (l.TCP6.Status != TableOK && l.TCP6.Status != TableIncomplete)
+}
+
+// AddTable parses one socket table read by other means — the output of `cat
+// /proc/net/tcp6` in a pod, a file — from r into l, under the rules ProcReader follows:
+// at most opt.MaxTableBytes are read, the LISTEN rows are appended to l.Sockets and
+// ztunnel's listeners to l.Ports, and the returned Table says what the table can prove
+// (TableStatus). name ("tcp6" or "tcp") labels the Table and its errors; the caller
+// stores it in l.TCP6 or l.TCP. A nil r is a table missing as a file.
+func (l *Listeners) AddTable(name string, r io.Reader, opt ReadOptions) Table {
+	if r == nil {
+		return Table{Name: name, Status: TableMissing}
+	}
+	bp := tableBufs.Get().(*[]byte)
+	defer tableBufs.Put(bp)
+	return addTable(l, name, []byte(name), r, *bp, opt.maxTableBytes())
+}
+
+// ListenersFromTables builds Listeners from the contents of tcp6 and tcp read by other
+// means (AddTable for each); a nil reader is a table missing as a file. Both are read:
+// it is the Full mode.
+func ListenersFromTables(tcp6, tcp io.Reader, opt ReadOptions) Listeners {
+	l := Listeners{Ports: []uint16{}}
+	l.TCP6 = l.AddTable("tcp6", tcp6, opt)
+	l.TCP = l.AddTable("tcp", tcp, opt)
+	return l
+}
+
+// addTable is the one place a socket table becomes Listeners: stream it through buf,
+// judge it, and keep its rows unless it proves nothing.
+func addTable[R io.Reader](l *Listeners, name string, label []byte, r R, buf []byte, limit int64) Table {
+	t := Table{Name: name}
+	first := len(l.Sockets)
+	var err error
+	l.Sockets, t.Stats, err = scanTable(r, buf, limit, StatesOf(StateListen), l.Sockets)
+	if err != nil {
+		l.Sockets = l.Sockets[:first]
+		t.Status, t.Err = TableUnreadable, fmt.Errorf("%s: %w", pathString(label), err)
+		return t
+	}
+	t.judge(label)
+	if t.Status == TableUnreadable {
+		l.Sockets = l.Sockets[:first]
+		return t
+	}
+	l.addPorts(first)
+	return t
 }
 
 // SocketReader reads the LISTEN sockets of the netns that process pid lives in. ProcReader
@@ -165,43 +318,40 @@ type SocketReader interface {
 //
 // On a real kernel every read of net/tcp* that reaches the end of the table walks the
 // kernel's whole TCP hash table, so ProcReader reads tcp6 first — ztunnel binds [::] —
-// into one large buffer, and reads tcp only when tcp6 does not already show every
-// required listener (or when ReadOptions.Full asks for it). It is safe for concurrent use.
+// and reads tcp only when tcp6 does not already show every required listener (or when
+// ReadOptions.Full asks for it). Each table is opened non-blocking, must be a regular
+// file, and is streamed through one pooled 64 KiB buffer, at most
+// ReadOptions.MaxTableBytes of it. It is safe for concurrent use.
 type ProcReader struct {
 	root string
 	pool sync.Pool // *scratch
 }
 
 type scratch struct {
-	buf  []byte // file contents
+	buf  []byte // working buffer of the table parser (tableBufSize)
 	path []byte // NUL-terminated path being opened
 }
 
 // NewProcReader returns a reader over the proc root of fs.
 func NewProcReader(fs FS) *ProcReader { return &ProcReader{root: fs.root} }
 
-const readBufSize = 64 << 10
-
 // Listeners implements SocketReader.
 func (r *ProcReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
-	required := opt.Required
-	if required == nil {
-		required = CorePorts
-	}
 	sc, _ := r.pool.Get().(*scratch)
 	if sc == nil {
-		sc = &scratch{buf: make([]byte, 0, readBufSize), path: make([]byte, 0, 128)}
+		sc = &scratch{buf: make([]byte, tableBufSize), path: make([]byte, 0, 128)}
 	}
 	defer r.pool.Put(sc)
 
 	sc.path = append(strconv.AppendInt(append(append(sc.path[:0], r.root...), '/'), int64(pid), 10), "/net/"...)
 	base := len(sc.path)
 	l := Listeners{Sockets: make([]Socket, 0, 16), Ports: make([]uint16, 0, 5)}
-	l.TCP6 = r.readTable(sc, base, "tcp6", &l)
-	if l.TCP6.Status == TableOK && !opt.Full && l.HasAll(required) {
-		l.TCP = Table{Name: "tcp", Status: TableSkipped}
+	limit := opt.maxTableBytes()
+	l.TCP6 = r.readTable(sc, base, "tcp6", &l, limit)
+	if l.NeedTCP(opt) {
+		l.TCP = r.readTable(sc, base, "tcp", &l, limit)
 	} else {
-		l.TCP = r.readTable(sc, base, "tcp", &l)
+		l.TCP = Table{Name: "tcp", Status: TableSkipped}
 	}
 	if l.TCP6.Status == TableMissing || l.TCP.Status == TableMissing {
 		// A live process always has net/tcp; a missing table may mean it just exited.
@@ -212,84 +362,15 @@ func (r *ProcReader) Listeners(pid int, opt ReadOptions) (Listeners, error) {
 	return l, nil
 }
 
-func (r *ProcReader) readTable(sc *scratch, base int, name string, l *Listeners) Table {
-	t := Table{Name: name}
+func (r *ProcReader) readTable(sc *scratch, base int, name string, l *Listeners, limit int64) Table {
 	sc.path = append(append(sc.path[:base], name...), 0)
-	var err error
-	sc.buf, err = readFileAt(sc.path, sc.buf[:0])
+	fd, err := openRegular(sc.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		t.Status = TableMissing
-		return t
+		return Table{Name: name, Status: TableMissing}
 	case err != nil:
-		t.Status, t.Err = TableUnreadable, err
-		return t
-	}
-	first := len(l.Sockets)
-	l.Sockets, t.Stats = AppendSockets(l.Sockets, sc.buf, StatesOf(StateListen))
-	if t.Stats.Rows == 0 && t.Stats.Malformed > 0 {
-		t.Status = TableUnreadable
-		t.Err = fmt.Errorf("%s: no parsable row (%d malformed, first at line %d)", sc.path[:len(sc.path)-1], t.Stats.Malformed, t.Stats.FirstMalformed)
-		return t
-	}
-	t.Status = TableOK
-	for _, s := range l.Sockets[first:] {
-		if IsZtunnelListener(s) {
-			if i, found := slices.BinarySearch(l.Ports, s.Port); !found {
-				l.Ports = slices.Insert(l.Ports, i, s.Port)
-			}
-		}
-	}
-	return t
-}
-
-// readFileAt reads a whole file, named by a NUL-terminated path, into buf (growing it)
-// with plain syscalls: one large read per call and no allocation on the way. procfs files
-// report size 0, so the size is not known in advance.
-func readFileAt(path []byte, buf []byte) ([]byte, error) {
-	fd, err := openat(path)
-	if err != nil {
-		return buf, &fs.PathError{Op: "open", Path: string(path[:len(path)-1]), Err: err}
+		return Table{Name: name, Status: TableUnreadable, Err: err}
 	}
 	defer syscall.Close(fd)
-	for {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, cap(buf)+readBufSize)
-		}
-		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return buf, &fs.PathError{Op: "read", Path: string(path[:len(path)-1]), Err: err}
-		}
-		if n <= 0 {
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-	}
+	return addTable(l, name, sc.path, fdReader{fd}, sc.buf, limit)
 }
-
-// readFileInto is readFileAt for a Go string path.
-func readFileInto(path string, buf []byte) ([]byte, error) {
-	p := make([]byte, len(path)+1)
-	copy(p, path)
-	return readFileAt(p, buf)
-}
-
-func openat(path []byte) (int, error) {
-	for {
-		fd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&path[0])),
-			uintptr(syscall.O_RDONLY|syscall.O_CLOEXEC), 0, 0, 0)
-		if errno == syscall.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return -1, errno
-		}
-		return int(fd), nil
-	}
-}
-
-// atFDCWD is AT_FDCWD (-100) as the syscall argument.
-var atFDCWD = func() uintptr { v := -100; return uintptr(v) }()

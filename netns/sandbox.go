@@ -40,7 +40,7 @@ func (e *ProcessError) Unwrap() error { return e.Err }
 
 // Scan is the result of one walk of a proc root.
 type Scan struct {
-	HostNetns uint64 // 0 when PID 1's netns could not be read (see Problems)
+	HostNetns uint64 // identity of the host netns (FS.HostNetns)
 	Processes int    // process directories visited
 	Sandboxes []Sandbox
 	Problems  []error // per-process problems; processes that vanished mid-walk are not problems
@@ -69,22 +69,31 @@ type podProcs struct {
 // host netns) unless the pod has no other, netns are deduplicated by inode, and the oldest
 // process (start time, field 22 of stat) is kept. A pod with no process is simply absent:
 // the caller must treat it as unknown, never as uncaptured (CRI-O drop_infra_ctr=true).
+//
+// The host netns must be known: without it a process in the host netns cannot be told
+// from a sandbox, and a pod would be judged from the host's sockets (CRI-O's conmon is
+// often a pod's oldest process). So when FS.HostNetns fails, Sandboxes fails with
+// ErrHostNetnsUnknown before walking anything, rather than return sandboxes that might be
+// the host: `node scan` exits 2 naming the cause, and a prober makes every pod unknown.
+// The cause is node-wide (what the reader may see of PID 1 and kthreadd) and has one fix,
+// which per-pod "unknown" rows would bury.
 func (f FS) Sandboxes() (Scan, error) {
+	var sc Scan
+	var err error
+	if sc.HostNetns, err = f.HostNetns(); err != nil {
+		return Scan{}, fmt.Errorf("%w: cannot tell pod sandboxes from processes in the host netns (CRI-O's conmon, host-network pods)", err)
+	}
 	pids, err := f.PIDs()
 	if err != nil {
 		return Scan{}, err
 	}
-	var sc Scan
 	sc.Processes = len(pids)
-	if sc.HostNetns, err = f.HostNetns(); err != nil {
-		sc.Problems = append(sc.Problems, err)
-	}
 	pods := map[string]*podProcs{}
 	buf := make([]byte, 0, 4096)
 	path := make([]byte, 0, len(f.root)+32) // "<root>/<pid>/cgroup\x00", reused: most processes are not pods
 	for _, pid := range pids {
 		path = append(strconv.AppendInt(append(append(path[:0], f.root...), '/'), int64(pid), 10), "/cgroup\x00"...)
-		buf, err = readFileAt(path, buf[:0])
+		buf, err = readSmall(path, buf[:0], maxCgroupBytes)
 		if err != nil {
 			if !gone(err) {
 				sc.Problems = append(sc.Problems, &ProcessError{PID: pid, Err: err})
@@ -117,7 +126,7 @@ func (f FS) Sandboxes() (Scan, error) {
 			continue
 		}
 		pp.procs++
-		if sc.HostNetns != 0 && c.netns == sc.HostNetns {
+		if c.netns == sc.HostNetns {
 			if pp.bestHost.pid == 0 || older(c, pp.bestHost) {
 				pp.bestHost = c
 			}
@@ -158,7 +167,7 @@ func (f FS) candidate(pid int, dir string, buf *[]byte) (candidate, error) {
 	if err != nil {
 		return candidate{}, err
 	}
-	*buf, err = readFileInto(dir+"/stat", (*buf)[:0])
+	*buf, err = readSmallString(dir+"/stat", (*buf)[:0], maxStatBytes)
 	if err != nil {
 		return candidate{}, err
 	}

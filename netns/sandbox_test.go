@@ -124,8 +124,8 @@ func TestInspectNodeCaptureVerdicts(t *testing.T) {
 		{uid: "00000000-0000-0000-0000-000000000007", tcp: nt.Ptr(nt.TCP(nt.Listen("0.0.0.0:15001", 1), nt.Listen("0.0.0.0:15006", 2), nt.Listen("0.0.0.0:15008", 3))), tcp6: nt.Ptr("garbage\n"), want: netns.Captured, wantPorts: []uint16{15001, 15006, 15008}},
 		// Host network: sockets are the host's and are not read.
 		{uid: "00000000-0000-0000-0000-000000000008", hostNet: true, tcp6: nt.Ptr(full6), want: netns.CaptureHostNetwork},
-		// Garbage lines around valid rows do not hide them.
-		{uid: "00000000-0000-0000-0000-000000000009", tcp: nt.Ptr(nt.TCP()), tcp6: nt.Ptr("xx\n" + nt.TCP6(nt.Ztunnel(false, 1)...) + "\x00\xff garbage\n"), want: netns.Captured, wantPorts: []uint16{15001, 15006, 15008}},
+		// Garbage lines among valid rows do not hide them: they prove presence.
+		{uid: "00000000-0000-0000-0000-000000000009", tcp: nt.Ptr(nt.TCP()), tcp6: nt.Ptr(withRow(nt.TCP6(nt.Ztunnel(false, 1)...), 1, "xx") + "\x00\xff garbage\n"), want: netns.Captured, wantPorts: []uint16{15001, 15006, 15008}},
 	}
 	for i, p := range pods {
 		pid := 1000 + i

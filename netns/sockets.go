@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync"
 )
 
 // State is a socket state as the kernel prints it in /proc/net/tcp* (include/net/tcp_states.h).
@@ -55,7 +56,15 @@ type TableStats struct {
 	Rows           int // well-formed rows seen (kept or filtered out)
 	Malformed      int // non-empty rows that could not be parsed and were skipped
 	FirstMalformed int // 1-based line number of the first malformed row; 0 when none
-	Header         bool
+	// Header is true when the first non-blank line is the kernel's header ("sl
+	// local_address ..."), as every kernel prints it. A header anywhere else is a
+	// malformed row.
+	Header bool
+	// Bytes is how much of the table was consumed.
+	Bytes int64
+	// Truncated is true when the read stopped at its byte cap before the table's end; a
+	// row cut by the cap is dropped, not counted.
+	Truncated bool
 }
 
 // AppendSockets parses a whole /proc/net/{tcp,tcp6,udp,udp6} table held in data and appends
@@ -64,11 +73,12 @@ type TableStats struct {
 // state field. Both address widths are accepted in one table.
 //
 // The layout is the one printed by the kernel's tcp4_seq_show / tcp6_seq_show
-// (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c): "sl: local rem st tx:rx tr:when retr uid timeout inode ...",
-// addresses as %08X words in host byte order, ports as %04X.
+// (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c): a header line first, then rows
+// "sl: local rem st tx:rx tr:when retr uid timeout inode ...", addresses as %08X words in
+// host byte order, ports as %04X.
 func AppendSockets(dst []Socket, data []byte, want States) ([]Socket, TableStats) {
-	var st TableStats
-	line := 0
+	st := TableStats{Bytes: int64(len(data))}
+	var rs rowState
 	for len(data) > 0 {
 		var row []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -76,23 +86,35 @@ func AppendSockets(dst []Socket, data []byte, want States) ([]Socket, TableStats
 		} else {
 			row, data = data, nil
 		}
-		line++
-		dst = appendRow(dst, row, want, &st, line)
+		dst = rs.add(dst, row, want, &st)
 	}
 	return dst, st
 }
 
-func appendRow(dst []Socket, row []byte, want States, st *TableStats, line int) []Socket {
+// rowState follows the lines of one table.
+type rowState struct {
+	line    int  // 1-based number of the last line seen
+	started bool // a non-blank line was seen
+}
+
+// add parses one line (without its newline).
+func (rs *rowState) add(dst []Socket, row []byte, want States, st *TableStats) []Socket {
+	rs.line++
 	s, keep, res := parseRow(row, want)
-	switch res {
-	case rowBlank:
-	case rowHeader:
-		st.Header = true
-	case rowBad:
-		st.Malformed++
-		if st.FirstMalformed == 0 {
-			st.FirstMalformed = line
+	if res == rowBlank {
+		return dst
+	}
+	if res == rowHeader {
+		if !rs.started {
+			rs.started, st.Header = true, true
+			return dst
 		}
+		res = rowBad // a kernel prints one header, first
+	}
+	rs.started = true
+	switch res {
+	case rowBad:
+		rs.malformed(st, rs.line)
 	case rowOK:
 		st.Rows++
 		if keep {
@@ -102,39 +124,87 @@ func appendRow(dst []Socket, row []byte, want States, st *TableStats, line int) 
 	return dst
 }
 
+func (rs *rowState) malformed(st *TableStats, line int) {
+	rs.started = true
+	st.Malformed++
+	if st.FirstMalformed == 0 {
+		st.FirstMalformed = line
+	}
+}
+
+// tableBufSize is the working buffer of the streaming parser: memory per table read stays
+// at this whatever the table's size, and a row longer than it is skipped as malformed
+// (kernel rows are < 300 bytes).
+const tableBufSize = 64 << 10
+
 // ParseSocketTable is AppendSockets over a stream, for callers holding an io.Reader. It
-// reads in bounded chunks (memory stays at 64 KiB whatever the input); a single row longer
-// than that is skipped and counted as malformed.
+// reads in bounded chunks (memory stays at 64 KiB whatever the input) and at most
+// DefaultMaxTableBytes (then TableStats.Truncated is set); a single row longer than 64 KiB
+// is skipped and counted as malformed.
 func ParseSocketTable(r io.Reader, want States, dst []Socket) ([]Socket, TableStats, error) {
-	const max = 64 << 10
-	back := make([]byte, max)
+	bp := tableBufs.Get().(*[]byte)
+	defer tableBufs.Put(bp)
+	return scanTable(r, *bp, DefaultMaxTableBytes, want, dst)
+}
+
+// tableBufs holds *[]byte of tableBufSize for the io.Reader entry points (ParseSocketTable,
+// Listeners.AddTable); ProcReader pools its own with its path buffer.
+var tableBufs = sync.Pool{New: func() any { b := make([]byte, tableBufSize); return &b }}
+
+// errNoProgress: a reader that keeps returning no data and no error.
+var errNoProgress = errors.New("socket table reader returned no data 100 times in a row")
+
+// scanTable is the one streaming table parser: it reads r through buf (its only working
+// memory), consuming at most limit bytes, and appends the rows whose state is in want to
+// dst. It is generic so that ProcReader's fdReader is called directly, without an
+// interface conversion that would allocate.
+func scanTable[R io.Reader](r R, buf []byte, limit int64, want States, dst []Socket) ([]Socket, TableStats, error) {
 	var st TableStats
-	line, have := 0, 0
+	var rs rowState
+	have := 0
 	skipping := false // inside an over-long row: drop bytes up to its newline
+	empty := 0
 	for {
-		n, err := r.Read(back[have:])
+		room := int64(len(buf) - have)
+		if left := limit - st.Bytes; left < room {
+			room = left
+		}
+		if room <= 0 {
+			// The cap: whatever follows is unseen, and the row in buf[:have] may be cut.
+			st.Truncated = true
+			return dst, st, nil
+		}
+		n, err := r.Read(buf[have : have+int(room)])
+		if n < 0 || int64(n) > room {
+			return dst, st, fmt.Errorf("socket table reader returned %d bytes for a %d-byte buffer", n, room)
+		}
+		if n == 0 && err == nil {
+			if empty++; empty >= 100 {
+				return dst, st, errNoProgress
+			}
+			continue
+		}
+		empty = 0
 		have += n
-		data := back[:have]
+		st.Bytes += int64(n)
+		data := buf[:have]
 		for {
 			i := bytes.IndexByte(data, '\n')
 			if i < 0 {
 				break
 			}
-			line++
 			if skipping {
 				skipping = false
+				rs.line++
 			} else {
-				dst = appendRow(dst, data[:i], want, &st, line)
+				dst = rs.add(dst, data[:i], want, &st)
 			}
 			data = data[i+1:]
 		}
-		have = copy(back, data) // keep the partial row
-		if have == max {        // no newline in a full buffer: an over-long row
+		have = copy(buf, data) // keep the partial row
+		if have == len(buf) {  // no newline in a full buffer: an over-long row
 			if !skipping {
-				st.Malformed++
-				if st.FirstMalformed == 0 {
-					st.FirstMalformed = line + 1
-				}
+				rs.malformed(&st, rs.line+1)
 			}
 			skipping, have = true, 0
 		}
@@ -143,8 +213,7 @@ func ParseSocketTable(r io.Reader, want States, dst []Socket) ([]Socket, TableSt
 				return dst, st, err
 			}
 			if have > 0 && !skipping {
-				line++
-				dst = appendRow(dst, back[:have], want, &st, line)
+				dst = rs.add(dst, buf[:have], want, &st)
 			}
 			return dst, st, nil
 		}
@@ -165,7 +234,7 @@ func parseRow(b []byte, want States) (s Socket, keep bool, res rowResult) {
 	if i == len(b) {
 		return s, false, rowBlank
 	}
-	if b[i] == 's' && i+1 < len(b) && b[i+1] == 'l' {
+	if isHeader(b[i:]) {
 		return s, false, rowHeader
 	}
 	// "sl:" slot number.
@@ -216,6 +285,15 @@ func parseRow(b []byte, want States) (s Socket, keep bool, res rowResult) {
 		return s, false, rowBad
 	}
 	return Socket{Addr: addr, Port: port, State: state, UID: uint32(uid), Inode: inode}, true, rowOK
+}
+
+// isHeader reports whether a line (leading blanks removed) is the header every kernel
+// prints first: "sl", blanks, "local_address" (tcp, tcp6, udp and udp6 alike).
+func isHeader(b []byte) bool {
+	if len(b) < 3 || b[0] != 's' || b[1] != 'l' || (b[2] != ' ' && b[2] != '\t') {
+		return false
+	}
+	return bytes.HasPrefix(b[skipSpace(b, 2):], []byte("local_address"))
 }
 
 // parseAddrPort parses "HHHHHHHH:PPPP" or "32×H:PPPP" and returns the bytes consumed.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -25,7 +27,7 @@ func TestAppendSocketsRealRows(t *testing.T) {
 	socks, st := AppendSockets(nil, []byte(realTCP6), 0)
 	require.Len(t, socks, 1)
 	assert.Equal(t, Socket{Addr: netip.IPv6Unspecified(), Port: 15001, State: StateListen, UID: 0, Inode: 4113}, socks[0])
-	assert.Equal(t, TableStats{Rows: 1, Header: true}, st)
+	assert.Equal(t, TableStats{Rows: 1, Header: true, Bytes: int64(len(realTCP6))}, st)
 
 	socks, st = AppendSockets(nil, []byte(realTCP), 0)
 	require.Len(t, socks, 1)
@@ -158,5 +160,135 @@ func FuzzParseStartTime(f *testing.F) {
 	f.Add([]byte("77 (a b) c)) S 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 100\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		_, _ = parseStartTime(in)
+	})
+}
+
+// chunkReader hands out data a few bytes at a time and counts what it gave.
+type chunkReader struct {
+	data  []byte
+	chunk int
+	given int64
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), c.chunk, len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	c.given += int64(n)
+	return n, nil
+}
+
+// malformedRow is a line parseRow rejects: neither blank, nor a header, nor a row.
+const malformedRow = "  9: zz"
+
+// insertLine inserts line after the k-th line boundary of data (k taken modulo the number
+// of boundaries), keeping every other line intact.
+func insertLine(data []byte, k int, line string) []byte {
+	var bounds []int // offsets where a line may start
+	bounds = append(bounds, 0)
+	for i, c := range data {
+		if c == '\n' {
+			bounds = append(bounds, i+1)
+		}
+	}
+	at := bounds[k%len(bounds)]
+	out := append([]byte(nil), data[:at]...)
+	if at == len(data) && at > 0 && data[at-1] != '\n' {
+		out = append(out, '\n')
+	}
+	out = append(out, line...)
+	out = append(out, '\n')
+	return append(out, data[at:]...)
+}
+
+// FuzzTableEvidence drives the bounded reader and parser with arbitrary bytes, a
+// arbitrary byte cap, working buffer and chunking, and checks the evidence rules:
+//   - it never panics and never consumes more than the cap, and Stats.Bytes says what
+//     it consumed; a table not cut was consumed whole;
+//   - the stream parser agrees with the buffer parser when nothing is cut;
+//   - the file path (ProcReader: open, type check, fd reads) and the io.Reader path
+//     (ListenersFromTables) reach the same Listeners;
+//   - monotonic: a malformed row added to tcp6 can never turn the verdict into partial or
+//     none, nor an unknown into anything else, nor add a listener.
+func FuzzTableEvidence(f *testing.F) {
+	f.Add([]byte(realTCP6), []byte(realTCP), uint16(65535), uint8(200), uint8(255), uint16(1))
+	f.Add([]byte(""), []byte(""), uint16(100), uint8(3), uint8(0), uint16(0))
+	f.Add([]byte(realTCP6[:strings.IndexByte(realTCP6, '\n')+1]), []byte(realTCP), uint16(300), uint8(7), uint8(1), uint16(2))
+	f.Add([]byte("garbage\n"+realTCP6), []byte(realTCP[strings.IndexByte(realTCP, '\n')+1:]), uint16(4000), uint8(64), uint8(9), uint16(5))
+	f.Add([]byte("\n\n"+realTCP6+realTCP6), []byte(realTCP+"junk"), uint16(200), uint8(1), uint8(2), uint16(3))
+
+	dir := f.TempDir()
+	if err := os.MkdirAll(dir+"/7/net", 0o755); err != nil {
+		f.Fatal(err)
+	}
+	fsys := FS{root: dir, ident: IdentityNsfs}
+	reader := NewProcReader(fsys)
+
+	f.Fuzz(func(t *testing.T, tcp6, tcp []byte, capSeed uint16, chunk, bufSeed uint8, at uint16) {
+		limit := int64(capSeed) + 1
+		bufSize := 16 + int(bufSeed)*4
+
+		cr := &chunkReader{data: tcp6, chunk: int(chunk)%61 + 1}
+		socks, st, err := scanTable(cr, make([]byte, bufSize), limit, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cr.given > limit || st.Bytes != cr.given {
+			t.Fatalf("consumed %d bytes, stats say %d, cap %d", cr.given, st.Bytes, limit)
+		}
+		if !st.Truncated && cr.given != int64(len(tcp6)) {
+			t.Fatalf("not truncated but %d of %d bytes consumed", cr.given, len(tcp6))
+		}
+		if st.Truncated && int64(len(tcp6)) < limit {
+			t.Fatalf("truncated a %d-byte table under a %d-byte cap", len(tcp6), limit)
+		}
+		if len(socks) != st.Rows {
+			t.Fatalf("%d sockets for %d rows", len(socks), st.Rows)
+		}
+		longest := 0
+		for _, line := range bytes.Split(tcp6, []byte("\n")) {
+			longest = max(longest, len(line))
+		}
+		if !st.Truncated && longest < bufSize {
+			all, bst := AppendSockets(nil, tcp6, 0)
+			if bst != st || len(all) != len(socks) {
+				t.Fatalf("stream %+v/%d vs buffer %+v/%d", st, len(socks), bst, len(all))
+			}
+		}
+
+		opt := ReadOptions{Full: true, MaxTableBytes: limit}
+		l := ListenersFromTables(bytes.NewReader(tcp6), bytes.NewReader(tcp), opt)
+		if err := os.WriteFile(dir+"/7/net/tcp6", tcp6, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir+"/7/net/tcp", tcp, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fl, err := reader.Listeners(7, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl.TCP6.Status != l.TCP6.Status || fl.TCP.Status != l.TCP.Status || fl.TCP6.Stats != l.TCP6.Stats ||
+			fl.TCP.Stats != l.TCP.Stats || !slices.Equal(fl.Ports, l.Ports) || !slices.Equal(fl.Sockets, l.Sockets) {
+			t.Fatalf("file path %+v\nreader path %+v", fl, l)
+		}
+
+		v1 := l.Capture(nil)
+		l2 := ListenersFromTables(bytes.NewReader(insertLine(tcp6, int(at), malformedRow)), bytes.NewReader(tcp), opt)
+		v2 := l2.Capture(nil)
+		if v2 != Captured && v2 != CaptureUnknown {
+			t.Fatalf("a malformed row made %s (was %s): %+v", v2, v1, l2)
+		}
+		if v1 == CaptureUnknown && v2 != CaptureUnknown {
+			t.Fatalf("a malformed row turned unknown into %s", v2)
+		}
+		for _, p := range l2.Ports {
+			if !l.Has(p) {
+				t.Fatalf("a malformed row added listener %d: %v -> %v", p, l.Ports, l2.Ports)
+			}
+		}
 	})
 }

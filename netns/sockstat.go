@@ -31,7 +31,7 @@ func (f FS) SocketsInUse(pid int) (SocketCounts, error) {
 	path := make([]byte, 0, len(f.root)+32)
 	path = append(strconv.AppendInt(append(append(path, f.root...), '/'), int64(pid), 10), "/net/sockstat\x00"...)
 	var c SocketCounts
-	data, err := readFileAt(path, buf)
+	data, err := readSmall(path, buf, maxSockstatBytes)
 	if err != nil {
 		if gone(err) && !exists(f.root+"/"+strconv.Itoa(pid)) {
 			return c, fmt.Errorf("pid %d: %w", pid, ErrProcessGone)
@@ -42,7 +42,7 @@ func (f FS) SocketsInUse(pid int) (SocketCounts, error) {
 		return c, fmt.Errorf("pid %d: sockstat: %w", pid, errBadSockstat)
 	}
 	path = append(path[:len(path)-1], "6\x00"...)
-	data, err = readFileAt(path, buf[:0])
+	data, err = readSmall(path, buf[:0], maxSockstatBytes)
 	if err != nil {
 		if gone(err) {
 			return c, nil // no IPv6 in this kernel (or the process just exited: the v4 read stands)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -80,6 +81,51 @@ func (t *Tree) Add(p Proc) {
 			t.tb.Fatal(err)
 		}
 	}
+}
+
+// Place puts something at <pid>/<name> that a kernel's proc never holds there, replacing
+// whatever was there: see Fifo, Symlink and Dir. The process directory must exist.
+func (t *Tree) Place(pid int, name string, mk func(path string) error) string {
+	t.tb.Helper()
+	path := filepath.Join(t.Root, strconv.Itoa(pid), name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.tb.Fatal(err)
+	}
+	if err := os.RemoveAll(path); err != nil {
+		t.tb.Fatal(err)
+	}
+	if err := mk(path); err != nil {
+		t.tb.Fatal(err)
+	}
+	return path
+}
+
+// Fifo makes <pid>/<name> a FIFO with no writer: a plain open of it blocks until a writer
+// comes, a plain read then blocks until it writes. The test's cleanup opens it for writing
+// once, so a reader stuck in open (the bug the FIFO tests guard against) is released and
+// the test binary can end.
+func (t *Tree) Fifo(pid int, name string) string {
+	t.tb.Helper()
+	path := t.Place(pid, name, func(p string) error { return syscall.Mkfifo(p, 0o644) })
+	t.tb.Cleanup(func() {
+		if fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			syscall.Close(fd) // a reader waiting in open(2) returns, then reads EOF
+		}
+	})
+	return path
+}
+
+// Symlink makes <pid>/<name> a symbolic link to target (e.g. "/dev/zero", or a file
+// elsewhere in the tree).
+func (t *Tree) Symlink(pid int, name, target string) string {
+	t.tb.Helper()
+	return t.Place(pid, name, func(p string) error { return os.Symlink(target, p) })
+}
+
+// Dir makes <pid>/<name> a directory.
+func (t *Tree) Dir(pid int, name string) string {
+	t.tb.Helper()
+	return t.Place(pid, name, func(p string) error { return os.Mkdir(p, 0o755) })
 }
 
 // Remove deletes a process from the tree (it "exits").
