@@ -63,10 +63,8 @@ func (e *restEvicter) Evict(ctx context.Context, ev *policyv1.Eviction) error {
 		Body(ev).
 		Do(ctx).
 		Error()
-	if err != nil {
-		return fmt.Errorf("pod %s/%s: evict: %w", ev.Namespace, ev.Name, err)
-	}
-	return nil
+	// The API's error as it is: the strategy names the pod once (it said "pod x: ... pod x:").
+	return err
 }
 
 // EvictOptions configures the evict strategy. Zero values take the defaults.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -76,6 +77,9 @@ func TestEvictAPFThrottlingIsNotPDB(t *testing.T) {
 	res, err := ev.Heal(context.Background(), heal.Target{Pod: pod}, true)
 	if res != heal.ResultFailed || errors.Is(err, heal.ErrPDBBlocked) || heal.IsPDBBlocked(err) {
 		t.Fatalf("APF 429: result %s, err %v; want failed, not a PDB block", res, err)
+	}
+	if n := strings.Count(err.Error(), "shop/web-1"); n != 1 {
+		t.Fatalf("the pod is named %d times in %q, want once", n, err)
 	}
 	apfMode.Store(false)
 	res, err = ev.Heal(context.Background(), heal.Target{Pod: pod}, true)
