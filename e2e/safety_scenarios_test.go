@@ -226,7 +226,7 @@ func safetyBackoffSurvivesRestart(ctx context.Context, t *testing.T, e *env) {
 func secondNode(ctx context.Context, t *testing.T, e *env) *sandbox.Node {
 	t.Helper()
 	var log strings.Builder
-	n2, err := sandbox.StartNode(ctx, e.cs, sandbox.Options{NodeName: "sandbox-node-2", PodCIDR: netip.MustParsePrefix("10.244.1.0/24"),
+	n2, err := sandbox.StartNode(ctx, e.cs, sandbox.Options{NodeName: "sandbox-node-2", PodCIDR: netip.MustParsePrefix("10.245.0.0/16"),
 		DNS: true, Log: &lockedWriter{w: &log}})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -316,7 +316,9 @@ func safetyMassOrphanCanary(ctx context.Context, t *testing.T, e *env) {
 	st := ledger(ctx, t, e, lns)
 	require.Contains(t, st.Canaries, e.node.Name())
 	assert.Equal(t, ns+"/"+canary[0], st.Canaries[e.node.Name()].Pod)
-	assert.NotEmpty(t, eventsWith(ctx, t, e, ns, heal.ReasonWaitingForCanary), "the others wait for the canary")
+	assert.NoError(t, wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		return len(eventsWith(ctx, t, e, ns, heal.ReasonWaitingForCanary)) > 0, nil
+	}), "the others wait for the canary")
 
 	// The replacement is captured: the canary passes, and the rest are healed.
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -466,14 +468,21 @@ func safetyStaleCondition(ctx context.Context, t *testing.T, e *env) {
 
 	require.NoError(t, proc.Signal(syscall.SIGTERM))
 	_, _ = proc.Wait()
-	// The heartbeat lives three full re-checks (3 s here) and a tick.
+	// The heartbeat lives three full re-checks (3 s here) and a tick. Then the one pod checked
+	// is unknown: nothing was verified, exit 2, saying why.
+	var last Result
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(context.Context) (bool, error) {
-		out, _ = agentScan()
-		return classes(out)[ns+"/"+pod.Name] == "unknown", nil
-	}), "the condition of a gone agent becomes unknown")
-	_, res = agentScan()
-	assert.NotEqual(t, 1, res.Code, "no finding on a condition nobody vouches for")
-	assert.Contains(t, res.Stdout+res.Stderr, "heartbeat expired")
+		r, err := Run(ctx, e.bin, nil, append([]string{"scan", "-n", ns, "--prober", "agent", "--confirm", "0",
+			"--meshmedic-namespace", lns, "-o", "json"}, e.kube()...)...)
+		if err != nil {
+			return false, err
+		}
+		last = r
+		return r.Code == 2, nil
+	}), "the condition of a gone agent becomes unknown: %s", last.Stderr)
+	assert.Contains(t, last.Stderr, "heartbeat expired")
+	assert.Contains(t, last.Stderr, "nothing was verified")
+	assert.NotContains(t, last.Stdout, `"class":"orphaned"`, "no finding on a condition nobody vouches for")
 }
 
 // safetyStatusPatchScoped: status-patch-scoped-to-node. With deploy/'s admission policy, a
@@ -639,10 +648,15 @@ func safetyAgentCannotReadSecrets(ctx context.Context, t *testing.T, e *env) {
 	require.NoError(t, err)
 	app, err := e.node.Sim().AddProcessAs(simPod, 65532, 65532, []string{"DB_PASSWORD=hunter2"})
 	require.NoError(t, err)
-	secret := filepath.Join(t.TempDir(), "credentials")
+	// The workload's own file: 0600, owned by 65532, in a directory every uid may traverse
+	// (t.TempDir's parent is 0700).
+	dir, err := os.MkdirTemp("", "meshmedic-workload-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	secret := filepath.Join(dir, "credentials")
 	require.NoError(t, os.WriteFile(secret, []byte("hunter2"), 0o600))
 	require.NoError(t, os.Chown(secret, 65532, 65532))
-	require.NoError(t, os.Chmod(filepath.Dir(secret), 0o755))
 
 	// The agent as the DaemonSet runs it: that uid, no capabilities, the host's /proc.
 	_, logs, _ := startAgent(ctx, t, e, agentRun{capFree: true, uid: uid, args: []string{"--meshmedic-namespace", lns}})

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/meshmedic/meshmedic/enroll"
@@ -31,7 +32,7 @@ import (
 // Options configure a simulated node.
 type Options struct {
 	NodeName string       // default "sandbox-node"
-	PodCIDR  netip.Prefix // pod IPs are taken from here; default 10.244.0.0/24
+	PodCIDR  netip.Prefix // pod IPs are taken from here; default 10.244.0.0/16 (the simulated node does not reuse IPs: a long run of churn needs room)
 	// DNS makes the ztunnel stand-in open 127.0.0.1:15053 too (DNS capture on).
 	DNS bool
 	// NoCapture disables the istio-cni/ztunnel stand-in: pods start un-enrolled.
@@ -97,7 +98,7 @@ func StartNode(ctx context.Context, cs kubernetes.Interface, opt Options) (*Node
 		opt.NodeName = "sandbox-node"
 	}
 	if !opt.PodCIDR.IsValid() {
-		opt.PodCIDR = netip.MustParsePrefix("10.244.0.0/24")
+		opt.PodCIDR = netip.MustParsePrefix("10.244.0.0/16")
 	}
 	sim, err := podsim.New()
 	if err != nil {
@@ -248,17 +249,29 @@ func (n *Node) register(ctx context.Context) error {
 	// The TaintNodesByCondition admission plugin taints every new node not-ready; the
 	// node-lifecycle controller, which would lift it once the node reports Ready, is off in
 	// the sandbox (there is no real kubelet), so lift it here.
-	var keep []corev1.Taint
-	for _, t := range updated.Spec.Taints {
-		if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
-			keep = append(keep, t)
+	// Another writer (the node controller's CIDR or a label) may update the Node meanwhile:
+	// read it again and retry, as a kubelet would.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var keep []corev1.Taint
+		for _, t := range updated.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
+				keep = append(keep, t)
+			}
 		}
-	}
-	if len(keep) != len(updated.Spec.Taints) {
+		if len(keep) == len(updated.Spec.Taints) {
+			return nil
+		}
 		updated.Spec.Taints = keep
-		if _, err := n.cs.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("node %s: lifting the not-ready taint: %w", n.opt.NodeName, err)
+		_, err := n.cs.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			if cur, gerr := n.cs.CoreV1().Nodes().Get(ctx, n.opt.NodeName, metav1.GetOptions{}); gerr == nil {
+				updated = cur
+			}
 		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: lifting the not-ready taint: %w", n.opt.NodeName, err)
 	}
 	return n.renewLease(ctx)
 }
