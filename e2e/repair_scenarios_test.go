@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,6 +39,9 @@ type repairJSON struct {
 
 func repair(ctx context.Context, t *testing.T, e *env, args ...string) (repairJSON, Result) {
 	t.Helper()
+	if !slices.Contains(args, "--meshmedic-namespace") {
+		ensureMeshmedicNS(ctx, t, e) // the heal ledger's namespace (deploy scenarios delete it)
+	}
 	base := []string{"repair", "--prober", "node-local", "--node", e.node.Name(), "--confirm", "1s", "-o", "json"}
 	res, err := Run(ctx, e.bin, nil, append(append(base, e.kube()...), args...)...)
 	require.NoError(t, err)
