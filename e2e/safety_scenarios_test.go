@@ -608,7 +608,7 @@ func safetyDrainExclusions(ctx context.Context, t *testing.T, e *env) {
 }
 
 // manifestUID is the agent's runAsUser in deploy/base/daemonset.yaml.
-func manifestUID(t *testing.T) int {
+func manifestUID(t testing.TB) int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "base", "daemonset.yaml"))
 	require.NoError(t, err)

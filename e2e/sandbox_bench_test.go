@@ -114,7 +114,9 @@ func BenchmarkAgentOnNode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, _, proc := startAgent(ctx, b, e, agentRun{capFree: true, defaults: true})
+	// As the DaemonSet runs it: the manifests' uid, no capabilities, its namespace there for
+	// the heartbeat Lease.
+	_, _, proc := startAgent(ctx, b, e, agentRun{capFree: true, uid: manifestUID(b), defaults: true})
 	waitCondition(ctx, b, e, ns, list.Items, corev1.ConditionTrue, 5*time.Minute)
 
 	b.ResetTimer()
